@@ -1,0 +1,5 @@
+"""The ``procvisor`` command."""
+
+from procvisor.cli._main import main
+
+__all__ = ["main"]

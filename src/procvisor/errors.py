@@ -1,0 +1,249 @@
+"""procvisor's exceptions.
+
+Two roots keep "the operation failed" apart from "you used the API wrongly"::
+
+    ProcessError                 a process could not be started, or did not end well
+    ├── SpawnError               could not start (.reason: not_found, permission_denied, ...)
+    ├── TimeoutExpired           ran past the ``timeout`` it was given; it was stopped
+    ├── LimitExceeded            went over one of its ``Limits``; it was stopped
+    ├── NonZeroExit              exited with a non-zero code (only with ``check=True``)
+    └── Signaled                 was killed by a signal (only with ``check=True``)
+
+    ValueError / TypeError       bad arguments: empty argv, NUL bytes, invalid limits, ...
+
+Every ``ProcessError`` carries the command it concerns and, once the process has run, the
+full :class:`~procvisor.Result` (``.result``) with whatever output it produced. All of them
+survive pickling, because they cross process boundaries (pools, the daemon's API).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from procvisor.process._result import Result
+
+__all__ = [
+    "LimitExceeded",
+    "NonZeroExit",
+    "ProcessError",
+    "Signaled",
+    "SpawnError",
+    "TimeoutExpired",
+]
+
+
+def _rebuild(cls: type[ProcessError], kwargs: dict[str, Any]) -> ProcessError:
+    return cls(**kwargs)
+
+
+def _describe(command: tuple[str, ...] | None) -> str:
+    if not command:
+        return "command"
+    import shlex
+
+    text = shlex.join(command)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class ProcessError(Exception):
+    """Base of every runtime failure of a process procvisor started.
+
+    Attributes:
+        command: the argv of the process (or pipeline stage) concerned, if any.
+        result: the :class:`~procvisor.Result` of the run, when the process got to run.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: tuple[str, ...] | list[str] | None = None,
+        result: Result | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.command = tuple(command) if command is not None else None
+        self.result = result
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"message": self.message, "command": self.command, "result": self.result}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self._kwargs()))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpawnError(ProcessError):
+    """The process could not be started.
+
+    Attributes:
+        reason: a stable token for programs: ``not_found``, ``permission_denied``,
+            ``exec_format``, ``bad_cwd``, ``bad_user``, ``bad_group``,
+            ``resource_exhausted`` or ``os_error``.
+        errno: the OS error number behind it, when there is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        command: tuple[str, ...] | list[str] | None = None,
+        errno: int | None = None,
+        result: Result | None = None,
+    ) -> None:
+        super().__init__(message, command=command, result=result)
+        self.reason = reason
+        self.errno = errno
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "reason": self.reason, "errno": self.errno}
+
+
+class TimeoutExpired(ProcessError):
+    """The process ran past its ``timeout`` and was stopped (its whole process group).
+
+    Attributes:
+        timeout: the timeout in seconds.
+        stdout, stderr: the output captured before it was stopped (bytes).
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        timeout: float,
+        command: tuple[str, ...] | list[str] | None = None,
+        result: Result | None = None,
+    ) -> None:
+        if message is None:
+            message = (
+                f"{_describe(tuple(command) if command else None)} timed out after "
+                f"{timeout:g}s and was stopped; raise the timeout if it needs longer"
+            )
+        super().__init__(message, command=command, result=result)
+        self.timeout = timeout
+
+    @property
+    def stdout(self) -> bytes:
+        return self.result.stdout if self.result is not None else b""
+
+    @property
+    def stderr(self) -> bytes:
+        return self.result.stderr if self.result is not None else b""
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "timeout": self.timeout}
+
+
+class LimitExceeded(ProcessError):
+    """The process went over one of its limits and was stopped.
+
+    Attributes:
+        limit: which limit (``memory``, ``cpu_time``, ``wall_time``, ``processes``, ...).
+        observed: the value seen (bytes, seconds or a count), if known.
+        allowed: the configured limit, in the same unit.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        limit: str,
+        observed: float | None,
+        allowed: float,
+        command: tuple[str, ...] | list[str] | None = None,
+        result: Result | None = None,
+    ) -> None:
+        if message is None:
+            seen = f" (observed {observed:g})" if observed is not None else ""
+            message = (
+                f"{_describe(tuple(command) if command else None)} exceeded its {limit} "
+                f"limit of {allowed:g}{seen} and was stopped; raise the limit or reduce "
+                "what the command uses"
+            )
+        super().__init__(message, command=command, result=result)
+        self.limit = limit
+        self.observed = observed
+        self.allowed = allowed
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            **super()._kwargs(),
+            "limit": self.limit,
+            "observed": self.observed,
+            "allowed": self.allowed,
+        }
+
+
+class NonZeroExit(ProcessError):
+    """The process exited with a non-zero code (raised only with ``check=True``).
+
+    Attributes:
+        returncode: the exit code.
+        stderr_tail: the last lines of its stderr, for the message.
+        stage: for a pipeline, the index of the stage that failed.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        returncode: int,
+        stderr_tail: str = "",
+        stage: int | None = None,
+        command: tuple[str, ...] | list[str] | None = None,
+        result: Result | None = None,
+    ) -> None:
+        if message is None:
+            where = f"pipeline stage {stage} ({_describe(tuple(command) if command else None)})"
+            if stage is None:
+                where = _describe(tuple(command) if command else None)
+            message = f"{where} exited with code {returncode}"
+            if stderr_tail:
+                message += f": {stderr_tail}"
+        super().__init__(message, command=command, result=result)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.stage = stage
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            **super()._kwargs(),
+            "returncode": self.returncode,
+            "stderr_tail": self.stderr_tail,
+            "stage": self.stage,
+        }
+
+
+class Signaled(ProcessError):
+    """The process was killed by a signal it did not ask for (only with ``check=True``).
+
+    Attributes:
+        signal: the signal's name, such as ``"SIGSEGV"``.
+        stage: for a pipeline, the index of the stage that was killed.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        signal: str,
+        stage: int | None = None,
+        command: tuple[str, ...] | list[str] | None = None,
+        result: Result | None = None,
+    ) -> None:
+        if message is None:
+            where = _describe(tuple(command) if command else None)
+            if stage is not None:
+                where = f"pipeline stage {stage} ({where})"
+            message = f"{where} was killed by {signal}"
+        super().__init__(message, command=command, result=result)
+        self.signal = signal
+        self.stage = stage
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "signal": self.signal, "stage": self.stage}

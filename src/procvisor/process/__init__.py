@@ -1,0 +1,36 @@
+"""The OS layer: spawn, limit, watch, stop and inspect process groups.
+
+It knows nothing about services, pools or jobs. Every child starts in its own process group
+(a new session for a single command), is watched for exit through a pidfd (or a waitid
+thread where pidfds are refused), and is stopped as a group: stop signal, grace, SIGKILL.
+Everything above it (supervisor, pool, jobs) starts processes through this layer.
+"""
+
+from procvisor.process._api import DEFAULT_MAX_OUTPUT, Metrics, Process, arun, run, spawn
+from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
+from procvisor.process._limits import Limits
+from procvisor.process._output import OutputLine
+from procvisor.process._pipeline import Command, Pipeline, PipelineResult, cmd
+from procvisor.process._result import Result, Usage, parse_signal, signal_name
+from procvisor.process._spawn import rlimit_method
+
+__all__ = [
+    "DEFAULT_MAX_OUTPUT",
+    "Command",
+    "Limits",
+    "Metrics",
+    "OutputLine",
+    "Pipeline",
+    "PipelineResult",
+    "Process",
+    "Result",
+    "Usage",
+    "arun",
+    "cmd",
+    "exit_watch_mechanism",
+    "parse_signal",
+    "rlimit_method",
+    "run",
+    "signal_name",
+    "spawn",
+]

@@ -1,0 +1,171 @@
+"""The two ways an :class:`~procvisor.process._exec.Execution` is driven.
+
+* :func:`drive_sync` blocks in ``poll(2)``. Ctrl-C starts the stop sequence; a second Ctrl-C
+  kills the group at once; either way the original ``KeyboardInterrupt`` is re-raised only
+  after the group is gone.
+* :class:`AsyncDriver` registers the fds with the running asyncio loop and a timer for the
+  next deadline. It needs no task of its own: its :attr:`~AsyncDriver.done` future is set
+  from loop callbacks. :func:`wait_async` awaits it; cancellation starts the stop sequence, a
+  second cancellation kills the group, and the ``CancelledError`` propagates once the group
+  is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import select
+import time
+from collections.abc import Iterator
+
+from procvisor.process._exec import Execution
+
+
+def drive_steps(ex: Execution) -> Iterator[None]:
+    """Drive ``ex`` in this thread, yielding after each round of events until it is done."""
+    poller = select.poll()
+    registered: dict[int, int] = {}
+    interrupt: KeyboardInterrupt | None = None
+    while True:
+        try:
+            wake = ex.tick(time.monotonic())
+            if ex.done:
+                break
+            wanted = dict.fromkeys(ex.read_fds(), select.POLLIN)
+            if ex.stdin_fd is not None:
+                wanted[ex.stdin_fd] = select.POLLOUT
+            for fd in registered.keys() - wanted.keys():
+                poller.unregister(fd)
+            for fd, mask in wanted.items():
+                if registered.get(fd) != mask:
+                    poller.register(fd, mask)
+            registered = wanted
+            timeout = None
+            if wake is not None:
+                timeout = max(0, math.ceil((wake - time.monotonic()) * 1000))
+            for fd, events in poller.poll(timeout):
+                if events & select.POLLOUT:
+                    ex.on_writable(fd)
+                else:
+                    ex.on_readable(fd)
+            yield
+        except KeyboardInterrupt as exc:
+            if interrupt is None:
+                interrupt = exc
+                ex.begin_stop("interrupted")
+            else:
+                ex.kill()
+    if interrupt is not None:
+        raise interrupt
+
+
+def drive_sync(ex: Execution) -> None:
+    """Run ``ex`` to completion in this thread."""
+    for _ in drive_steps(ex):
+        pass
+
+
+class AsyncDriver:
+    """Drives ``ex`` from the running loop's callbacks; :attr:`done` completes with it."""
+
+    __slots__ = ("_loop", "_readers", "_timer", "_timer_at", "_writer", "done", "ex")
+
+    def __init__(self, ex: Execution) -> None:
+        self.ex = ex
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        self._readers: set[int] = set()
+        self._writer: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.step()
+
+    def _on_read(self, fd: int) -> None:
+        self.ex.on_readable(fd)
+        self.step()
+
+    def _on_write(self, fd: int) -> None:
+        self.ex.on_writable(fd)
+        self.step()
+
+    def step(self) -> None:
+        """Advance the execution and re-arm fds and the timer (called after every event)."""
+        if self.done.done():
+            return
+        ex, loop = self.ex, self._loop
+        try:
+            wake = ex.tick(time.monotonic())
+            wanted = set() if ex.done else set(ex.read_fds())
+            for fd in self._readers - wanted:
+                loop.remove_reader(fd)
+            for fd in wanted - self._readers:
+                loop.add_reader(fd, self._on_read, fd)
+            self._readers = wanted
+            writer = None if ex.done else ex.stdin_fd
+            if writer != self._writer:
+                if self._writer is not None:
+                    loop.remove_writer(self._writer)
+                if writer is not None:
+                    loop.add_writer(writer, self._on_write, writer)
+                self._writer = writer
+        except Exception as exc:
+            # Never leave a group running because bookkeeping failed: kill it, report it.
+            ex.kill()
+            self._set_done(exc)
+            return
+        if ex.done:
+            self._set_done(None)
+        elif wake != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = wake
+            self._timer = None
+            if wake is not None:
+                delay = max(0.0, wake - time.monotonic())
+                self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.step()
+
+    def _set_done(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for fd in self._readers:
+            self._loop.remove_reader(fd)
+        self._readers = set()
+        if self._writer is not None:
+            self._loop.remove_writer(self._writer)
+            self._writer = None
+        if not self.done.done():
+            if exc is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(exc)
+
+
+async def wait_async(driver: AsyncDriver, *, stop_reason: str = "cancelled") -> None:
+    """Await ``driver.done``; if cancelled, stop the group first, then re-raise."""
+    try:
+        await asyncio.shield(driver.done)
+    except asyncio.CancelledError:
+        driver.ex.begin_stop(stop_reason)
+        driver.step()
+        while not driver.done.done():
+            try:
+                await asyncio.shield(driver.done)
+            except asyncio.CancelledError:
+                driver.ex.kill()
+                driver.step()
+        raise
+
+
+async def stop_async(driver: AsyncDriver, grace: float | None, sig: int | None) -> None:
+    """The stop sequence for a running group, awaited to its end."""
+    driver.ex.begin_stop("stopped", grace=grace, sig=sig)
+    driver.step()
+    await wait_async(driver)
+
+

@@ -1,0 +1,417 @@
+"""One execution of a command or pipeline, as a state machine free of any event loop.
+
+An :class:`Execution` owns the children of one process group, the pipes to and from them,
+and the stop sequence. It does no waiting of its own: a driver (``_sync`` with ``poll``,
+``_async`` with the asyncio loop) tells it when an fd is ready and calls :meth:`tick` with the
+time; :meth:`tick` advances the state and says when it next needs to be called.
+
+Stop sequence (timeout, limit, cancellation, Ctrl-C, an explicit stop, or members of the
+group left behind by a command that has exited): the stop signal and SIGCONT to the whole
+group, ``grace`` seconds, then SIGKILL to the group. The execution is done when every child
+it started is reaped, the group is empty and the pipes are drained; nothing outlives it that
+stayed in its group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, Literal, Protocol
+
+from procvisor.process._exitwatch import ExitStatus, ExitWatch
+from procvisor.process._group import group_alive, group_members, reap_group, signal_group
+from procvisor.process._limits import SAMPLE_INTERVAL
+from procvisor.process._output import LineQueue, TailBuffer
+from procvisor.process._result import Result
+from procvisor.process._spawn import PreparedCommand, spawn
+
+InputLike = bytes | str | IO[bytes] | IO[str] | os.PathLike[str] | Literal["inherit"] | None
+
+
+class _Sink(Protocol):
+    def feed(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+_READ_SIZE = 65536
+_GROUP_POLL_MAX = 0.05
+
+
+@dataclass(slots=True)
+class _Stage:
+    command: PreparedCommand
+    pid: int
+    watch: ExitWatch
+    stderr: TailBuffer | None
+    status: ExitStatus | None = None
+    ended: float = 0.0
+
+
+class Execution:
+    """Children of one process group, their pipes, and the stop sequence."""
+
+    def __init__(
+        self,
+        commands: Sequence[PreparedCommand],
+        *,
+        input: InputLike = None,
+        capture: bool = True,
+        merge_stderr: bool = False,
+        max_output: int = 16 * 1024 * 1024,
+        stop_signal: int = signal.SIGTERM,
+        grace: float = 5.0,
+        timeout: float | None = None,
+        lines: LineQueue | None = None,
+        lines_stderr: bool = True,
+    ) -> None:
+        if grace < 0:
+            raise ValueError(f"grace: {grace!r} must be 0 or more seconds")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout: {timeout!r} must be more than 0 seconds")
+        if max_output < 0:
+            raise ValueError(f"max_output: {max_output!r} must be 0 or more bytes")
+        self.commands = tuple(commands)
+        self.stop_signal = stop_signal
+        self.grace = grace
+        self.timeout = timeout
+        self.stages: list[_Stage] = []
+        self.pgid = 0
+        self.started = time.monotonic()
+        self.done = False
+        self.stopping: str | None = None
+        self.limit_observed: float | None = None
+        self._kill_at: float | None = None
+        self._killed = False
+        self._timeout_at = None if timeout is None else self.started + timeout
+        limits = self.commands[0].limits
+        self._wall_at = None
+        if limits is not None and limits.wall_time is not None:
+            self._wall_at = self.started + limits.wall_time
+        self._max_procs = (
+            limits.sampled_processes(as_root=self.commands[0].as_root) if limits else None
+        )
+        self._next_sample = self.started if self._max_procs is not None else None
+        self._group_check_at: float | None = None
+        self._group_poll = 0.001
+        self._group_empty = False
+        # fd -> sink for output; the stdin pipe and what is left to write into it
+        self.readers: dict[int, _Sink] = {}
+        self.stdin_fd: int | None = None
+        self._pending_input = memoryview(b"")
+        self.lines = lines
+        self.stdout: TailBuffer | None = None
+        self._start(input, capture, merge_stderr, max_output, lines, lines_stderr)
+
+    # -- starting -------------------------------------------------------------------------
+
+    def _start(
+        self,
+        input: InputLike,
+        capture: bool,
+        merge_stderr: bool,
+        max_output: int,
+        lines: LineQueue | None,
+        lines_stderr: bool,
+    ) -> None:
+        to_close: list[int] = []  # the child's ends of pipes, closed once all have started
+        try:
+            stdin = self._stdin(input, to_close)
+            n = len(self.commands)
+            out_sink: _Sink | None = None
+            if capture:
+                out_sink = lines.sink("stdout") if lines else TailBuffer(max_output)
+                if isinstance(out_sink, TailBuffer):
+                    self.stdout = out_sink
+            for i, command in enumerate(self.commands):
+                # stdout: a pipe to the next stage, or the captured/inherited final output
+                next_stdin: int | None = None
+                stdout: int | Literal["inherit"]
+                if i < n - 1:
+                    next_stdin, stdout = os.pipe()
+                    to_close.append(stdout)
+                elif capture:
+                    r, stdout = os.pipe()
+                    to_close.append(stdout)
+                    self._add_reader(r, out_sink)
+                else:
+                    stdout = "inherit"
+                stage_err: TailBuffer | None = None
+                stderr: int | Literal["inherit", "stdout"]
+                if not capture:
+                    stderr = "stdout" if merge_stderr else "inherit"
+                elif merge_stderr and i == n - 1:
+                    stderr = "stdout"
+                else:
+                    r, stderr = os.pipe()
+                    to_close.append(stderr)
+                    if merge_stderr:
+                        self._add_reader(r, out_sink)
+                    elif lines is not None and lines_stderr:
+                        self._add_reader(r, lines.sink("stderr"))
+                    else:
+                        stage_err = TailBuffer(max_output)
+                        self._add_reader(r, stage_err)
+                pgroup = None if n == 1 else (0 if i == 0 else self.pgid)
+                pid = spawn(command, stdin=stdin, stdout=stdout, stderr=stderr, pgroup=pgroup)
+                if i == 0:
+                    self.pgid = pid
+                self.stages.append(_Stage(command, pid, ExitWatch(pid), stage_err))
+                if next_stdin is not None:
+                    to_close.append(next_stdin)
+                    stdin = next_stdin
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            for fd in to_close:
+                os.close(fd)
+
+    def _stdin(self, input: InputLike, to_close: list[int]) -> int | Literal["devnull", "inherit"]:
+        if input is None:
+            return "devnull"
+        if isinstance(input, str) and input == "inherit":
+            return "inherit"
+        if isinstance(input, bytes | bytearray | memoryview | str):
+            data = input.encode() if isinstance(input, str) else bytes(input)
+            r, w = os.pipe()
+            to_close.append(r)
+            if data:
+                os.set_blocking(w, False)
+                self.stdin_fd = w
+                self._pending_input = memoryview(data)
+            else:
+                os.close(w)
+            return r
+        if isinstance(input, os.PathLike):
+            fd = os.open(input, os.O_RDONLY | os.O_CLOEXEC)
+            to_close.append(fd)
+            return fd
+        if hasattr(input, "fileno"):
+            return int(input.fileno())
+        raise TypeError(
+            "input must be bytes, str, a file object, a path, 'inherit' or None, "
+            f"not {type(input).__name__}"
+        )
+
+    def _add_reader(self, fd: int, sink: _Sink | None) -> None:
+        assert sink is not None
+        os.set_blocking(fd, False)
+        self.readers[fd] = sink
+
+    def _abort(self) -> None:
+        """A later stage failed to start: kill and reap what did start, close our fds."""
+        if self.pgid:
+            signal_group(self.pgid, signal.SIGKILL)
+        for stage in self.stages:
+            try:
+                os.waitpid(stage.pid, 0)
+            except ChildProcessError:
+                pass
+            stage.watch.close()
+        for fd in list(self.readers):
+            os.close(fd)
+        self.readers.clear()
+        if self.stdin_fd is not None:
+            os.close(self.stdin_fd)
+            self.stdin_fd = None
+
+    # -- what the driver watches ----------------------------------------------------------
+
+    def read_fds(self) -> list[int]:
+        """Fds to watch for reading: output pipes, and exit watches of running children."""
+        fds = list(self.readers)
+        fds.extend(s.watch.fileno() for s in self.stages if s.status is None)
+        return fds
+
+    def on_readable(self, fd: int) -> None:
+        sink = self.readers.get(fd)
+        if sink is not None:
+            self._read(fd, sink)
+            return
+        for stage in self.stages:
+            if stage.status is None and stage.watch.fileno() == fd:
+                status = stage.watch.poll()
+                if status is not None:
+                    stage.status = status
+                    stage.ended = time.monotonic()
+                return
+
+    def _read(self, fd: int, sink: _Sink, rounds: int = 1) -> None:
+        for _ in range(rounds):
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            if not data:
+                del self.readers[fd]
+                os.close(fd)
+                sink.close()
+                return
+            sink.feed(data)
+
+    def on_writable(self, fd: int) -> None:
+        try:
+            n = os.write(fd, self._pending_input)
+        except BlockingIOError:
+            return
+        except (BrokenPipeError, ConnectionResetError):
+            n = len(self._pending_input)  # the child stopped reading; drop the rest
+        self._pending_input = self._pending_input[n:]
+        if not self._pending_input:
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self.stdin_fd is not None:
+            os.close(self.stdin_fd)
+            self.stdin_fd = None
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def begin_stop(self, reason: str, grace: float | None = None, sig: int | None = None) -> None:
+        """Start the stop sequence (idempotent; a shorter grace can only bring SIGKILL closer)."""
+        now = time.monotonic()
+        grace = self.grace if grace is None else grace
+        if self.stopping is None:
+            self.stopping = reason
+            signal_group(self.pgid, self.stop_signal if sig is None else sig)
+            signal_group(self.pgid, signal.SIGCONT)
+        kill_at = now + grace
+        if self._kill_at is None or kill_at < self._kill_at:
+            self._kill_at = kill_at
+
+    def kill(self) -> None:
+        """SIGKILL the group now (a second Ctrl-C, a second cancellation)."""
+        if self.stopping is None:
+            self.stopping = "killed"
+        self._kill_at = time.monotonic()
+        self._killed = True
+        signal_group(self.pgid, signal.SIGKILL)
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the whole group (no-op once it is empty)."""
+        if not self.done:
+            signal_group(self.pgid, sig)
+
+    # -- the state machine ----------------------------------------------------------------
+
+    def tick(self, now: float) -> float | None:
+        """Advance; return when to be called again (``None``: only when an fd is ready).
+
+        Sets :attr:`done` once every child is reaped, the group is empty, and output is
+        drained.
+        """
+        if self.done:
+            return None
+        if self.stopping is None:
+            if self._timeout_at is not None and now >= self._timeout_at:
+                self.begin_stop("timeout")
+            elif self._wall_at is not None and now >= self._wall_at:
+                self.limit_observed = now - self.started
+                self.begin_stop("wall_time")
+            elif self._next_sample is not None and now >= self._next_sample:
+                self._sample(now)
+        if self._kill_at is not None and not self._killed and now >= self._kill_at:
+            self._killed = True
+            signal_group(self.pgid, signal.SIGKILL)
+        if all(s.status is not None for s in self.stages):
+            if not self._group_empty and (
+                self._group_check_at is None or now >= self._group_check_at
+            ):
+                self._check_group(now)
+            if self._group_empty:
+                self._finish()
+                return None
+        wake = [
+            t
+            for t in (
+                self._timeout_at if self.stopping is None else None,
+                self._wall_at if self.stopping is None else None,
+                self._next_sample if self.stopping is None else None,
+                None if self._killed else self._kill_at,
+                self._group_check_at,
+            )
+            if t is not None
+        ]
+        return min(wake) if wake else None
+
+    def _sample(self, now: float) -> None:
+        assert self._max_procs is not None
+        count = len(group_members(self.pgid))
+        if count > self._max_procs:
+            self.limit_observed = count
+            self.begin_stop("processes")
+        self._next_sample = now + SAMPLE_INTERVAL
+
+    def _check_group(self, now: float) -> None:
+        reap_group(self.pgid)
+        if not group_alive(self.pgid):
+            self._group_empty = True
+            self._group_check_at = None
+            return
+        # The command exited but left processes in its group: stop them too.
+        if self.stopping is None:
+            self.begin_stop("leftover")
+        self._group_check_at = now + self._group_poll
+        self._group_poll = min(self._group_poll * 2, _GROUP_POLL_MAX)
+
+    def _finish(self) -> None:
+        for fd, sink in list(self.readers.items()):
+            self._read(fd, sink, rounds=64)
+        for fd, sink in list(self.readers.items()):  # held open by a process that left the group
+            os.close(fd)
+            sink.close()
+        self.readers.clear()
+        self._close_stdin()
+        self.done = True
+
+    # -- outcome --------------------------------------------------------------------------
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopping in ("cancelled", "interrupted", "killed", "stopped")
+
+    def limit_exceeded(self) -> str | None:
+        if self.stopping in ("wall_time", "processes"):
+            return self.stopping
+        limits = self.commands[0].limits
+        if limits is None or limits.cpu_time is None:
+            return None
+        for stage in self.stages:
+            st = stage.status
+            if st is None or st.usage is None:
+                continue
+            by_us = self._killed and self.stopping is not None
+            if st.signal == "SIGXCPU" or (
+                st.signal == "SIGKILL" and not by_us and st.usage.cpu >= limits.cpu_time
+            ):
+                self.limit_observed = st.usage.cpu
+                return "cpu_time"
+        return None
+
+    def stage_result(self, index: int) -> Result:
+        stage = self.stages[index]
+        status = stage.status
+        assert status is not None
+        last = index == len(self.stages) - 1
+        out = self.stdout.getvalue() if last and self.stdout is not None else b""
+        err = stage.stderr.getvalue() if stage.stderr is not None else b""
+        truncated = bool(
+            (last and self.stdout is not None and self.stdout.truncated)
+            or (stage.stderr is not None and stage.stderr.truncated)
+        )
+        return Result(
+            args=stage.command.args,
+            pid=stage.pid,
+            returncode=status.returncode,
+            signal=status.signal,
+            stdout=out,
+            stderr=err,
+            duration=stage.ended - self.started,
+            timed_out=self.stopping == "timeout",
+            limit_exceeded=self.limit_exceeded(),
+            truncated=truncated,
+            usage=status.usage,
+            limits=stage.command.mechanisms,
+        )

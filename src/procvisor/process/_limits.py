@@ -1,0 +1,146 @@
+"""Resource limits for one process group, and how each one is enforced.
+
+Mechanisms, reported per limit in ``Result.limits`` / ``Process.limits``:
+
+``rlimit``
+    a kernel resource limit (``setrlimit``) set in the child before it runs the command.
+    procvisor sets it through util-linux ``prlimit(1)`` as an exec trampoline, which keeps
+    the fast vfork/posix_spawn path; where ``prlimit`` is missing it falls back to
+    ``preexec_fn`` (a full fork; see bench/RESULTS.md for what each costs).
+``timer``
+    the parent stops the group when the time is up (``wall_time``).
+``sampled``
+    the parent counts the group's processes every ``SAMPLE_INTERVAL`` seconds and stops the
+    group when it is over (``processes`` when the child runs as root, whom the kernel exempts
+    from ``RLIMIT_NPROC``).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+from dataclasses import dataclass
+
+from procvisor.policy.units import parse_duration, parse_size
+
+SAMPLE_INTERVAL = 0.1
+
+_RLIMITS = {
+    "memory": ("as", resource.RLIMIT_AS),
+    "cpu_time": ("cpu", resource.RLIMIT_CPU),
+    "open_files": ("nofile", resource.RLIMIT_NOFILE),
+    "processes": ("nproc", resource.RLIMIT_NPROC),
+    "core": ("core", resource.RLIMIT_CORE),
+}
+
+
+def _count(value: int | str | None, field: str, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"limits.{field}: {value!r} is not a whole number")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"limits.{field}: {value!r} is not a whole number") from None
+    if number < minimum:
+        raise ValueError(f"limits.{field}: {value!r} must be {minimum} or more")
+    return number
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Limits:
+    """What a process group may use.
+
+    Sizes take bytes or strings like ``"512M"``; durations take seconds or strings like
+    ``"250ms"``, ``"2m"``. Each limit is optional.
+
+    Args:
+        memory: address space per process (``RLIMIT_AS``), bytes.
+        cpu_time: CPU seconds per process (``RLIMIT_CPU``; SIGXCPU, then SIGKILL a second
+            later).
+        wall_time: seconds the whole group may run before it is stopped.
+        open_files: open file descriptors per process (``RLIMIT_NOFILE``).
+        processes: processes of the user (``RLIMIT_NPROC``) or, for root, in the group
+            (sampled).
+        core: core file size, bytes (``0`` disables core dumps).
+
+    Raises:
+        ValueError: a value is not of an accepted form; the message names the field.
+    """
+
+    memory: int | None
+    cpu_time: float | None
+    wall_time: float | None
+    open_files: int | None
+    processes: int | None
+    core: int | None
+
+    def __init__(
+        self,
+        memory: int | str | None = None,
+        cpu_time: float | str | None = None,
+        wall_time: float | str | None = None,
+        open_files: int | str | None = None,
+        processes: int | str | None = None,
+        core: int | str | None = None,
+    ) -> None:
+        def positive_duration(value: float | str | None, field: str) -> float | None:
+            if value is None:
+                return None
+            seconds = parse_duration(value, field=f"limits.{field}")
+            if seconds <= 0:
+                raise ValueError(f"limits.{field}: {value!r} must be more than 0 seconds")
+            return seconds
+
+        mem = None if memory is None else parse_size(memory, field="limits.memory")
+        if mem is not None and mem < 1024 * 1024:
+            raise ValueError(f"limits.memory: {memory!r} is below the 1M a process needs to start")
+        object.__setattr__(self, "memory", mem)
+        object.__setattr__(self, "cpu_time", positive_duration(cpu_time, "cpu_time"))
+        object.__setattr__(self, "wall_time", positive_duration(wall_time, "wall_time"))
+        object.__setattr__(self, "open_files", _count(open_files, "open_files", 3))
+        object.__setattr__(self, "processes", _count(processes, "processes", 1))
+        object.__setattr__(
+            self, "core", None if core is None else parse_size(core, field="limits.core")
+        )
+
+    def rlimits(self, *, as_root: bool) -> dict[str, tuple[int, int]]:
+        """The kernel limits to set, as ``{name: (soft, hard)}`` keyed by limit field."""
+        out: dict[str, tuple[int, int]] = {}
+        if self.memory is not None:
+            out["memory"] = (self.memory, self.memory)
+        if self.cpu_time is not None:
+            soft = math.ceil(self.cpu_time)
+            out["cpu_time"] = (soft, soft + 1)
+        if self.open_files is not None:
+            out["open_files"] = (self.open_files, self.open_files)
+        if self.processes is not None and not as_root:
+            out["processes"] = (self.processes, self.processes)
+        if self.core is not None:
+            out["core"] = (self.core, self.core)
+        return out
+
+    def mechanisms(self, *, as_root: bool) -> dict[str, str]:
+        """Which mechanism enforces each limit that is set."""
+        out = dict.fromkeys(self.rlimits(as_root=as_root), "rlimit")
+        if self.wall_time is not None:
+            out["wall_time"] = "timer"
+        if self.processes is not None and as_root:
+            out["processes"] = "sampled"
+        return out
+
+    def sampled_processes(self, *, as_root: bool) -> int | None:
+        """The process count to enforce by sampling, if any."""
+        return self.processes if as_root else None
+
+
+def prlimit_args(rlimits: dict[str, tuple[int, int]]) -> list[str]:
+    """``prlimit(1)`` options that set ``rlimits`` (see :meth:`Limits.rlimits`)."""
+    return [f"--{_RLIMITS[name][0]}={soft}:{hard}" for name, (soft, hard) in rlimits.items()]
+
+
+def setrlimits(rlimits: dict[str, tuple[int, int]]) -> None:
+    """Set ``rlimits`` on the calling process (used as a ``preexec_fn`` fallback)."""
+    for name, (soft, hard) in rlimits.items():
+        resource.setrlimit(_RLIMITS[name][1], (soft, hard))

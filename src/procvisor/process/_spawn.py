@@ -1,0 +1,401 @@
+"""Turning a command into a running child: validation, resolution and the spawn call.
+
+Spawning is the hot path of jobs and pools, so it takes the cheapest route the options allow:
+
+* ``os.posix_spawn`` (glibc uses ``clone(CLONE_VM | CLONE_VFORK)``) when there is no ``cwd``,
+  ``user``, ``group`` or ``umask`` to set;
+* ``subprocess.Popen`` otherwise, which keeps the vfork path for ``cwd``, ``process_group``
+  and ``umask``.
+
+Kernel limits are set by exec'ing through ``prlimit(1)`` (same pid, limits set before the
+command runs, vfork path kept); without ``prlimit`` on the machine, by ``preexec_fn``.
+Every check that can fail is made in the parent first, so errors are specific.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import grp
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from procvisor.errors import SpawnError
+from procvisor.process._limits import Limits, prlimit_args, setrlimits
+
+CommandLike = str | Sequence[str | os.PathLike[str]]
+StreamSpec = int | Literal["devnull", "inherit", "stdout"]
+
+_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores these; children must not
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCommand:
+    """A validated command: everything needed to spawn it, nothing left to check."""
+
+    args: tuple[str, ...]
+    executable: str
+    env: Mapping[str, str]
+    cwd: str | None
+    uid: int | None
+    gid: int | None
+    extra_groups: tuple[int, ...] | None
+    umask: int | None
+    limits: Limits | None
+    as_root: bool
+
+    @property
+    def mechanisms(self) -> dict[str, str]:
+        return self.limits.mechanisms(as_root=self.as_root) if self.limits else {}
+
+
+def _split(cmd: CommandLike, shell: bool) -> tuple[str, ...]:
+    if isinstance(cmd, bytes):
+        raise TypeError("cmd must be a str or a sequence of str, not bytes")
+    if shell:
+        script = cmd if isinstance(cmd, str) else shlex.join(os.fspath(a) for a in cmd)
+        return ("/bin/sh", "-c", script)
+    if isinstance(cmd, str):
+        try:
+            return tuple(shlex.split(cmd))
+        except ValueError as exc:
+            raise ValueError(f"cmd: {cmd!r} cannot be split into arguments: {exc}") from None
+    if not isinstance(cmd, Sequence):
+        raise TypeError(f"cmd must be a str or a sequence of str, not {type(cmd).__name__}")
+    out = []
+    for i, arg in enumerate(cmd):
+        if not isinstance(arg, str | os.PathLike):
+            raise TypeError(f"cmd[{i}] must be a str or a path, not {type(arg).__name__}")
+        out.append(os.fspath(arg))
+    return tuple(out)
+
+
+def _check_text(value: str, what: str) -> None:
+    if "\0" in value:
+        raise ValueError(f"{what} contains a NUL byte, which no program can receive")
+
+
+def _build_env(env: Mapping[str, str] | None, inherit_env: bool) -> Mapping[str, str]:
+    if env is None:
+        return os.environ if inherit_env else {}
+    merged: dict[str, str] = dict(os.environ) if inherit_env else {}
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"env[{key!r}] must map str to str, got {type(value).__name__}")
+        if not key or "=" in key:
+            raise ValueError(f"env key {key!r} is not a valid variable name")
+        _check_text(key, f"env key {key!r}")
+        _check_text(value, f"env[{key!r}]")
+        merged[key] = value
+    return merged
+
+
+def _resolve(program: str, env: Mapping[str, str], command: tuple[str, ...]) -> str:
+    if "/" in program:
+        path = program
+    else:
+        search = env.get("PATH", os.defpath)
+        found = shutil.which(program, path=search)
+        if found is None:
+            if shutil.which(program, mode=os.F_OK, path=search) is not None:
+                raise SpawnError(
+                    f"{program!r} was found in PATH but is not executable; chmod +x it",
+                    reason="permission_denied",
+                    command=command,
+                    errno=_errno.EACCES,
+                )
+            raise SpawnError(
+                f"program {program!r} not found in PATH ({search}); "
+                "check the spelling or give its full path",
+                reason="not_found",
+                command=command,
+                errno=_errno.ENOENT,
+            )
+        return found
+    if not os.path.exists(path):
+        raise SpawnError(
+            f"program {path!r} does not exist",
+            reason="not_found",
+            command=command,
+            errno=_errno.ENOENT,
+        )
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise SpawnError(
+            f"{path!r} is not an executable file; check its permissions (chmod +x)",
+            reason="permission_denied",
+            command=command,
+            errno=_errno.EACCES,
+        )
+    return path
+
+
+def _resolve_user(user: str | int | None, command: tuple[str, ...]) -> int | None:
+    if user is None:
+        return None
+    try:
+        return pwd.getpwnam(user).pw_uid if isinstance(user, str) else pwd.getpwuid(user).pw_uid
+    except (KeyError, OverflowError):
+        raise SpawnError(
+            f"user {user!r} does not exist on this machine",
+            reason="bad_user",
+            command=command,
+        ) from None
+
+
+def _resolve_group(group: str | int | None, command: tuple[str, ...]) -> int | None:
+    if group is None:
+        return None
+    try:
+        return grp.getgrnam(group).gr_gid if isinstance(group, str) else grp.getgrgid(group).gr_gid
+    except (KeyError, OverflowError):
+        raise SpawnError(
+            f"group {group!r} does not exist on this machine",
+            reason="bad_group",
+            command=command,
+        ) from None
+
+
+def _parse_umask(umask: int | str | None) -> int | None:
+    if umask is None:
+        return None
+    try:
+        value = int(umask, 8) if isinstance(umask, str) else int(umask)
+    except ValueError:
+        raise ValueError(f"umask: {umask!r} is not an octal mode like '022'") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"umask: {umask!r} must be between 000 and 777 (octal)")
+    return value
+
+
+def prepare(
+    cmd: CommandLike,
+    *,
+    shell: bool = False,
+    env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
+    cwd: str | os.PathLike[str] | None = None,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    umask: int | str | None = None,
+    limits: Limits | None = None,
+) -> PreparedCommand:
+    """Validate ``cmd`` and its options; resolve the program, user, group and cwd.
+
+    Raises:
+        ValueError, TypeError: the arguments themselves are wrong (empty argv, NUL bytes...).
+        SpawnError: the program, cwd, user or group cannot be used on this machine.
+    """
+    args = _split(cmd, shell)
+    if not args or not args[0]:
+        raise ValueError("cmd is empty: give the program to run and its arguments")
+    for i, arg in enumerate(args):
+        _check_text(arg, f"cmd[{i}]")
+    if limits is not None and not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a procvisor.Limits, not {type(limits).__name__}")
+    full_env = _build_env(env, inherit_env)
+    cwd_str = None
+    if cwd is not None:
+        cwd_str = os.fspath(cwd)
+        _check_text(cwd_str, "cwd")
+        if not os.path.isdir(cwd_str):
+            raise SpawnError(
+                f"cwd {cwd_str!r} is not an existing directory",
+                reason="bad_cwd",
+                command=args,
+                errno=_errno.ENOENT,
+            )
+    executable = _resolve(args[0], full_env, args)
+    uid = _resolve_user(user, args)
+    gid = _resolve_group(group, args)
+    extra_groups = None
+    if uid is not None:
+        # Like login(1): the user's primary group and supplementary groups, never root's.
+        entry = pwd.getpwuid(uid)
+        gid = entry.pw_gid if gid is None else gid
+        extra_groups = tuple(os.getgrouplist(entry.pw_name, gid))
+    euid = os.geteuid()
+    if (uid is not None and uid != euid) or (gid is not None and gid != os.getegid()):
+        if euid != 0:
+            raise SpawnError(
+                "running a command as another user or group needs root; "
+                "drop user/group or start procvisor as root",
+                reason="permission_denied",
+                command=args,
+                errno=_errno.EPERM,
+            )
+    as_root = (uid if uid is not None else euid) == 0
+    return PreparedCommand(
+        args=args,
+        executable=executable,
+        env=full_env,
+        cwd=cwd_str,
+        uid=uid,
+        gid=gid,
+        extra_groups=extra_groups,
+        umask=_parse_umask(umask),
+        limits=limits,
+        as_root=as_root,
+    )
+
+
+_REASONS = {
+    _errno.ENOENT: "not_found",
+    _errno.EACCES: "permission_denied",
+    _errno.EPERM: "permission_denied",
+    _errno.ENOEXEC: "exec_format",
+    _errno.EAGAIN: "resource_exhausted",
+    _errno.ENOMEM: "resource_exhausted",
+    _errno.EMFILE: "resource_exhausted",
+    _errno.ENFILE: "resource_exhausted",
+    _errno.E2BIG: "resource_exhausted",
+}
+
+
+def _spawn_error(exc: OSError, command: PreparedCommand) -> SpawnError:
+    reason = _REASONS.get(exc.errno or 0, "os_error")
+    if command.cwd is not None and exc.filename == command.cwd:
+        reason = "bad_cwd"
+    hint = {
+        "exec_format": "; is it a script without a '#!' line, or built for another machine?",
+        "resource_exhausted": "; the machine is out of processes, memory or file descriptors",
+    }.get(reason, "")
+    return SpawnError(
+        f"cannot start {command.args[0]!r}: {exc.strerror or exc}{hint}",
+        reason=reason,
+        command=command.args,
+        errno=exc.errno,
+    )
+
+
+_prlimit_path: str | None | Literal[False] = False
+
+
+def prlimit_binary() -> str | None:
+    """The path of util-linux ``prlimit``, or ``None`` (looked up once)."""
+    global _prlimit_path
+    if _prlimit_path is False:
+        _prlimit_path = shutil.which("prlimit") or next(
+            (p for p in ("/usr/bin/prlimit", "/bin/prlimit") if os.access(p, os.X_OK)), None
+        )
+    return _prlimit_path
+
+
+def rlimit_method() -> str:
+    """How kernel limits are set in the child: ``"prlimit"`` or ``"preexec_fn"``."""
+    return "prlimit" if prlimit_binary() else "preexec_fn"
+
+
+def spawn(
+    command: PreparedCommand,
+    *,
+    stdin: int | Literal["devnull", "inherit"],
+    stdout: int | Literal["inherit", "devnull"],
+    stderr: int | Literal["inherit", "devnull", "stdout"],
+    pgroup: int | None = None,
+) -> int:
+    """Start ``command`` and return its pid.
+
+    ``stdin``/``stdout``/``stderr`` are fds to give the child (the caller closes its copies),
+    or a keyword. ``pgroup=None`` puts the child in a new session (and group); ``0`` makes it
+    the leader of a new group in this session; another number joins that group.
+
+    Raises:
+        SpawnError: the kernel refused to start it.
+    """
+    rlimits = command.limits.rlimits(as_root=command.as_root) if command.limits else {}
+    executable, args = command.executable, command.args
+    preexec = None
+    if rlimits:
+        binary = prlimit_binary()
+        if binary is not None:
+            args = (binary, *prlimit_args(rlimits), "--", executable, *args[1:])
+            executable = binary
+        else:
+
+            def preexec() -> None:
+                setrlimits(rlimits)
+
+    fast = preexec is None and command.cwd is None and command.uid is None
+    fast = fast and command.gid is None and command.umask is None
+    try:
+        if fast:
+            actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
+            if stdin == "devnull":
+                actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+            elif isinstance(stdin, int):
+                actions.append((os.POSIX_SPAWN_DUP2, stdin, 0))
+            for target, spec in ((1, stdout), (2, stderr)):
+                if spec == "devnull":
+                    actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, os.O_WRONLY, 0))
+                elif spec == "stdout":
+                    actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+                elif isinstance(spec, int):
+                    actions.append((os.POSIX_SPAWN_DUP2, spec, target))
+            if pgroup is None:
+                return os.posix_spawn(
+                    executable,
+                    args,
+                    command.env,
+                    file_actions=actions,
+                    setsid=True,
+                    setsigdef=_RESET_SIGNALS,
+                    setsigmask=(),
+                )
+            return os.posix_spawn(
+                executable,
+                args,
+                command.env,
+                file_actions=actions,
+                setpgroup=pgroup,
+                setsigdef=_RESET_SIGNALS,
+                setsigmask=(),
+            )
+        return _popen(command, executable, args, stdin, stdout, stderr, pgroup, preexec)
+    except OSError as exc:
+        raise _spawn_error(exc, command) from None
+
+
+def _popen_stream(spec: int | str) -> int | None:
+    return {"devnull": subprocess.DEVNULL, "inherit": None, "stdout": subprocess.STDOUT}.get(
+        spec, spec  # type: ignore[call-overload]
+    )
+
+
+def _popen(
+    command: PreparedCommand,
+    executable: str,
+    args: tuple[str, ...],
+    stdin: int | str,
+    stdout: int | str,
+    stderr: int | str,
+    pgroup: int | None,
+    preexec: object,
+) -> int:
+    proc = subprocess.Popen(
+        args,
+        executable=executable,
+        stdin=_popen_stream(stdin),
+        stdout=_popen_stream(stdout),
+        stderr=_popen_stream(stderr),
+        cwd=command.cwd,
+        env=command.env,
+        user=command.uid,
+        group=command.gid,
+        extra_groups=command.extra_groups,
+        umask=-1 if command.umask is None else command.umask,
+        start_new_session=pgroup is None,
+        process_group=pgroup,
+        preexec_fn=preexec,  # type: ignore[arg-type]
+        close_fds=True,
+        restore_signals=True,
+    )
+    # procvisor reaps this child itself (ExitWatch); tell Popen it is not its business, so it
+    # neither waits for it nor warns about it when collected.
+    proc.returncode = 0
+    return proc.pid
