@@ -18,6 +18,7 @@ survive pickling, because they cross process boundaries (pools, the daemon's API
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ def _rebuild(cls: type[ProcessError], kwargs: dict[str, Any]) -> ProcessError:
 def _describe(command: tuple[str, ...] | None) -> str:
     if not command:
         return "command"
-    import shlex
-
     text = shlex.join(command)
     return text if len(text) <= 120 else text[:117] + "..."
 

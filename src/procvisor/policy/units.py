@@ -115,7 +115,7 @@ def format_size(n: int) -> str:
 def format_duration(seconds: float) -> str:
     """Render seconds briefly: ``0.25`` -> ``"250ms"``, ``90`` -> ``"1m30s"``."""
     if seconds < 1:
-        return f"{seconds * 1000:.3g}ms"
+        return f"{round(seconds * 1000, 1):g}ms"
     if seconds < 60:
         return f"{seconds:.3g}s"
     minutes, secs = divmod(round(seconds), 60)

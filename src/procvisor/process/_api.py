@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal as _signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from procvisor.errors import (
     Signaled,
     TimeoutExpired,
 )
-from procvisor.policy.units import parse_duration
+from procvisor.policy.units import format_duration, format_size, parse_duration
 from procvisor.process._drivers import AsyncDriver, drive_sync, stop_async, wait_async
 from procvisor.process._exec import Execution, InputLike
 from procvisor.process._group import group_members
@@ -54,15 +55,30 @@ def _limit_value(limits: Limits | None, name: str) -> float:
     return float(value) if value is not None else 0.0
 
 
+def _format_limit(name: str, value: float) -> str:
+    if name in ("cpu_time", "wall_time"):
+        return format_duration(value)
+    if name in ("memory", "core"):
+        return format_size(int(value))
+    return f"{value:g}"
+
+
 def raise_for_outcome(ex: Execution, result: Result, *, check: bool, stage: int | None) -> None:
     """Raise the error ``result`` calls for; timeouts and limits raise even without check."""
     if result.timed_out:
         raise TimeoutExpired(timeout=ex.timeout or 0.0, command=result.args, result=result)
     if result.limit_exceeded is not None:
+        name = result.limit_exceeded
+        allowed = _limit_value(ex.commands[0].limits, name)
+        observed = ex.limit_observed
+        seen = f" (observed {_format_limit(name, observed)})" if observed is not None else ""
         raise LimitExceeded(
-            limit=result.limit_exceeded,
-            observed=ex.limit_observed,
-            allowed=_limit_value(ex.commands[0].limits, result.limit_exceeded),
+            f"{shlex.join(result.args)} exceeded its {name} limit of "
+            f"{_format_limit(name, allowed)}{seen} and was stopped; raise the limit or "
+            "make the command use less",
+            limit=name,
+            observed=observed,
+            allowed=allowed,
             command=result.args,
             result=result,
         )
@@ -373,7 +389,7 @@ class Process(metaclass=NoPublicConstructor):
 
     def metrics(self) -> Metrics:
         """Sample every live process in the group with psutil (CPU %, RSS, threads, fds)."""
-        import psutil
+        import psutil  # noqa: PLC0415 - imported on first use: it costs ~10 ms at start-up
 
         members = group_members(self._ex.pgid)
         cpu = 0.0

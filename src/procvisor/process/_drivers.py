@@ -167,5 +167,3 @@ async def stop_async(driver: AsyncDriver, grace: float | None, sig: int | None) 
     driver.ex.begin_stop("stopped", grace=grace, sig=sig)
     driver.step()
     await wait_async(driver)
-
-

@@ -14,6 +14,7 @@ stayed in its group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -34,6 +35,7 @@ InputLike = bytes | str | IO[bytes] | IO[str] | os.PathLike[str] | Literal["inhe
 class _Sink(Protocol):
     def feed(self, data: bytes) -> None: ...
     def close(self) -> None: ...
+
 
 _READ_SIZE = 65536
 _GROUP_POLL_MAX = 0.05
@@ -205,10 +207,8 @@ class Execution:
         if self.pgid:
             signal_group(self.pgid, signal.SIGKILL)
         for stage in self.stages:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(stage.pid, 0)
-            except ChildProcessError:
-                pass
             stage.watch.close()
         for fd in list(self.readers):
             os.close(fd)
@@ -346,7 +346,9 @@ class Execution:
 
     def _check_group(self, now: float) -> None:
         reap_group(self.pgid)
-        if not group_alive(self.pgid):
+        # Zombies still count for kill(); a group of zombies only is dead all the same (its
+        # reaper may be a PID 1 that never reaps), so confirm with a look at /proc.
+        if not group_alive(self.pgid) or not group_members(self.pgid):
             self._group_empty = True
             self._group_check_at = None
             return

@@ -15,6 +15,7 @@ the status is recorded as unknown, never invented.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -69,10 +70,9 @@ def _thread_wait(pid: int, wfd: int) -> None:
     except ChildProcessError:
         pass  # reaped by someone else; reap() records "unknown"
     finally:
-        try:
+        # OSError: the watch was closed before the child ended; nobody is listening.
+        with contextlib.suppress(OSError):
             os.write(wfd, b"x")
-        except OSError:
-            pass  # the watch was closed before the child ended; nobody is listening
         os.close(wfd)
 
 

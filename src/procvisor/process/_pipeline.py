@@ -67,8 +67,9 @@ def cmd(
             "limits.wall_time and limits.processes apply to a whole pipeline: "
             "give the pipeline a timeout instead"
         )
-    return Command(tuple(os.fspath(a) for a in args), cwd, env, inherit_env, user, group, umask,
-                   limits)
+    return Command(
+        tuple(os.fspath(a) for a in args), cwd, env, inherit_env, user, group, umask, limits
+    )
 
 
 @dataclass(frozen=True, slots=True)

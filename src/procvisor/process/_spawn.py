@@ -22,7 +22,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -220,15 +220,15 @@ def prepare(
         gid = entry.pw_gid if gid is None else gid
         extra_groups = tuple(os.getgrouplist(entry.pw_name, gid))
     euid = os.geteuid()
-    if (uid is not None and uid != euid) or (gid is not None and gid != os.getegid()):
-        if euid != 0:
-            raise SpawnError(
-                "running a command as another user or group needs root; "
-                "drop user/group or start procvisor as root",
-                reason="permission_denied",
-                command=args,
-                errno=_errno.EPERM,
-            )
+    other = (uid is not None and uid != euid) or (gid is not None and gid != os.getegid())
+    if other and euid != 0:
+        raise SpawnError(
+            "running a command as another user or group needs root; "
+            "drop user/group or start procvisor as root",
+            reason="permission_denied",
+            command=args,
+            errno=_errno.EPERM,
+        )
     as_root = (uid if uid is not None else euid) == 0
     return PreparedCommand(
         args=args,
@@ -273,7 +273,7 @@ def _spawn_error(exc: OSError, command: PreparedCommand) -> SpawnError:
     )
 
 
-_prlimit_path: str | None | Literal[False] = False
+_prlimit_path: str | Literal[False] | None = False
 
 
 def prlimit_binary() -> str | None:
@@ -283,7 +283,7 @@ def prlimit_binary() -> str | None:
         _prlimit_path = shutil.which("prlimit") or next(
             (p for p in ("/usr/bin/prlimit", "/bin/prlimit") if os.access(p, os.X_OK)), None
         )
-    return _prlimit_path
+    return _prlimit_path or None
 
 
 def rlimit_method() -> str:
@@ -310,7 +310,7 @@ def spawn(
     """
     rlimits = command.limits.rlimits(as_root=command.as_root) if command.limits else {}
     executable, args = command.executable, command.args
-    preexec = None
+    preexec: Callable[[], None] | None = None
     if rlimits:
         binary = prlimit_binary()
         if binary is not None:
@@ -362,9 +362,9 @@ def spawn(
 
 
 def _popen_stream(spec: int | str) -> int | None:
-    return {"devnull": subprocess.DEVNULL, "inherit": None, "stdout": subprocess.STDOUT}.get(
-        spec, spec  # type: ignore[call-overload]
-    )
+    if isinstance(spec, int):
+        return spec
+    return {"devnull": subprocess.DEVNULL, "stdout": subprocess.STDOUT}.get(spec)
 
 
 def _popen(
@@ -375,7 +375,7 @@ def _popen(
     stdout: int | str,
     stderr: int | str,
     pgroup: int | None,
-    preexec: object,
+    preexec: Callable[[], None] | None,
 ) -> int:
     proc = subprocess.Popen(
         args,
@@ -391,11 +391,13 @@ def _popen(
         umask=-1 if command.umask is None else command.umask,
         start_new_session=pgroup is None,
         process_group=pgroup,
-        preexec_fn=preexec,  # type: ignore[arg-type]
+        # Only where prlimit(1) is missing; it forces a full fork (see bench/RESULTS.md).
+        preexec_fn=preexec,  # noqa: PLW1509
         close_fds=True,
         restore_signals=True,
     )
     # procvisor reaps this child itself (ExitWatch); tell Popen it is not its business, so it
     # neither waits for it nor warns about it when collected.
     proc.returncode = 0
-    return proc.pid
+    pid: int = proc.pid
+    return pid

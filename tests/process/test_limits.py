@@ -1,0 +1,105 @@
+"""Limits: parsing, each kernel or sampled mechanism, and what Result reports."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+import procvisor
+from procvisor import LimitExceeded, Limits
+from procvisor.process import _spawn
+
+PY = sys.executable
+
+
+def test_sizes_and_durations_accept_strings_and_numbers() -> None:
+    lim = Limits(memory="1.5G", cpu_time="250ms", wall_time="2m", open_files="64", core=0)
+    assert lim.memory == 1536 * 1024**2 and lim.cpu_time == 0.25 and lim.wall_time == 120
+    assert lim.open_files == 64 and lim.core == 0
+    assert Limits(memory=10_000_000, wall_time=1.5).wall_time == 1.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"memory": "12X"}, "limits.memory"),
+        ({"memory": "-1M"}, "limits.memory"),
+        ({"memory": 100}, "limits.memory"),
+        ({"cpu_time": "soon"}, "limits.cpu_time"),
+        ({"wall_time": 0}, "limits.wall_time"),
+        ({"open_files": "many"}, "limits.open_files"),
+        ({"open_files": 1}, "limits.open_files"),
+        ({"processes": 0}, "limits.processes"),
+        ({"core": "big"}, "limits.core"),
+    ],
+)
+def test_bad_limit_values_name_the_field_and_the_forms(kwargs, field) -> None:
+    with pytest.raises(ValueError, match=field):
+        Limits(**kwargs)
+
+
+def test_memory_limit_makes_big_allocations_fail() -> None:
+    code = "b = bytearray(300 * 1024 * 1024)"
+    r = procvisor.run([PY, "-c", code], limits=Limits(memory="150M"))
+    assert r.returncode == 1 and b"MemoryError" in r.stderr
+    assert r.limits == {"memory": "rlimit"}
+    assert procvisor.run([PY, "-c", code], limits=Limits(memory="1G")).returncode == 0
+
+
+def test_cpu_time_limit_raises_limit_exceeded() -> None:
+    with pytest.raises(LimitExceeded) as info:
+        procvisor.run([PY, "-c", "while True: pass"], limits=Limits(cpu_time=1), timeout=30)
+    err = info.value
+    assert err.limit == "cpu_time" and err.allowed == 1
+    assert err.observed is not None and err.observed >= 0.9  # tick-granular accounting
+    assert "limit of 1s" in str(err)
+    assert err.result is not None and err.result.limit_exceeded == "cpu_time"
+    assert err.result.limits == {"cpu_time": "rlimit"}
+
+
+def test_wall_time_limit_stops_the_group() -> None:
+    with pytest.raises(LimitExceeded) as info:
+        procvisor.run(["sleep", "30"], limits=Limits(wall_time="200ms"))
+    err = info.value
+    assert err.limit == "wall_time" and err.result is not None
+    assert err.result.limits == {"wall_time": "timer"} and not err.result.timed_out
+
+
+def test_open_files_and_core_limits_are_set_in_the_child() -> None:
+    r = procvisor.run(["sh", "-c", "ulimit -n; ulimit -c"], limits=Limits(open_files=50, core=0))
+    assert r.stdout.split() == [b"50", b"0"]
+    assert r.limits == {"open_files": "rlimit", "core": "rlimit"}
+
+
+def test_preexec_fallback_when_prlimit_is_missing(monkeypatch) -> None:
+    monkeypatch.setattr(_spawn, "_prlimit_path", None)
+    assert _spawn.rlimit_method() == "preexec_fn"
+    r = procvisor.run(["sh", "-c", "ulimit -n"], limits=Limits(open_files=40))
+    assert r.stdout == b"40\n"
+
+
+def test_prlimit_keeps_the_pid_and_the_command() -> None:
+    code = "import os, sys; print(os.getpid(), sys.argv[1])"
+    r = procvisor.run([PY, "-c", code, "arg"], limits=Limits(open_files=64))
+    pid, arg = r.stdout.split()
+    assert int(pid) == r.pid and arg == b"arg"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sampled mechanism is the one used for root")
+def test_processes_limit_for_root_is_sampled_and_stops_the_group() -> None:
+    script = "for i in 1 2 3 4 5 6; do sleep 30 & done; wait"
+    with pytest.raises(LimitExceeded) as info:
+        procvisor.run(["sh", "-c", script], limits=Limits(processes=3), timeout=20, grace=0.2)
+    err = info.value
+    assert err.limit == "processes" and err.observed is not None and err.observed > 3
+    assert err.result is not None and err.result.limits == {"processes": "sampled"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another user")
+def test_processes_limit_for_a_user_is_a_kernel_rlimit() -> None:
+    script = "for i in 1 2 3 4 5 6; do sleep 5 & done 2>&1; wait"
+    r = procvisor.run(["sh", "-c", script], user="nobody", limits=Limits(processes=3), grace=0.2)
+    assert r.limits == {"processes": "rlimit"}
+    assert b"fork" in r.stdout.lower() or b"resource" in r.stdout.lower()
