@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import time
 from collections.abc import Sequence
@@ -198,8 +199,9 @@ class Execution:
         )
 
     def _add_reader(self, fd: int, sink: _Sink | None) -> None:
+        # Left blocking: a read happens only when poll says the fd is ready (saves two
+        # fcntl calls per pipe on the hot path; _finish checks readiness itself).
         assert sink is not None
-        os.set_blocking(fd, False)
         self.readers[fd] = sink
 
     def _abort(self) -> None:
@@ -238,18 +240,16 @@ class Execution:
                     stage.ended = time.monotonic()
                 return
 
-    def _read(self, fd: int, sink: _Sink, rounds: int = 1) -> None:
-        for _ in range(rounds):
-            try:
-                data = os.read(fd, _READ_SIZE)
-            except BlockingIOError:
-                return
-            if not data:
-                del self.readers[fd]
-                os.close(fd)
-                sink.close()
-                return
-            sink.feed(data)
+    def _read(self, fd: int, sink: _Sink) -> bool:
+        """Read what one ready fd has; on EOF close it. Returns False at EOF."""
+        data = os.read(fd, _READ_SIZE)
+        if not data:
+            del self.readers[fd]
+            os.close(fd)
+            sink.close()
+            return False
+        sink.feed(data)
+        return True
 
     def on_writable(self, fd: int) -> None:
         try:
@@ -345,10 +345,13 @@ class Execution:
         self._next_sample = now + SAMPLE_INTERVAL
 
     def _check_group(self, now: float) -> None:
-        reap_group(self.pgid)
         # Zombies still count for kill(); a group of zombies only is dead all the same (its
-        # reaper may be a PID 1 that never reaps), so confirm with a look at /proc.
-        if not group_alive(self.pgid) or not group_members(self.pgid):
+        # reaper may be a PID 1 that never reaps), so confirm with a look at /proc. Adopted
+        # zombies (when this process is a subreaper) are ours to reap first.
+        if not group_alive(self.pgid) or (
+            reap_group(self.pgid) >= 0
+            and (not group_alive(self.pgid) or not group_members(self.pgid))
+        ):
             self._group_empty = True
             self._group_check_at = None
             return
@@ -359,12 +362,23 @@ class Execution:
         self._group_poll = min(self._group_poll * 2, _GROUP_POLL_MAX)
 
     def _finish(self) -> None:
-        for fd, sink in list(self.readers.items()):
-            self._read(fd, sink, rounds=64)
-        for fd, sink in list(self.readers.items()):  # held open by a process that left the group
-            os.close(fd)
-            sink.close()
-        self.readers.clear()
+        if self.readers:
+            poller = select.poll()
+            for fd in self.readers:
+                poller.register(fd, select.POLLIN)
+            # Bounded: a process that left the group may still hold a pipe and write to it.
+            for _ in range(64):
+                events = poller.poll(0)
+                if not events:
+                    break
+                for fd, _ in events:
+                    sink = self.readers.get(fd)
+                    if sink is None or not self._read(fd, sink):
+                        poller.unregister(fd)
+            for fd, sink in list(self.readers.items()):
+                os.close(fd)
+                sink.close()
+            self.readers.clear()
         self._close_stdin()
         self.done = True
 
