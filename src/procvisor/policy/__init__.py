@@ -6,6 +6,31 @@ The layers above (``process``, the capabilities, the daemon) ask these functions
 and do it.
 """
 
+from procvisor.policy.restart import (
+    Backoff,
+    BreakerState,
+    RestartAction,
+    RestartDecision,
+    RestartMode,
+    RestartPolicy,
+    RestartState,
+    decide_restart,
+    on_cooldown_elapsed,
+)
 from procvisor.policy.units import format_duration, format_size, parse_duration, parse_size
 
-__all__ = ["format_duration", "format_size", "parse_duration", "parse_size"]
+__all__ = [
+    "Backoff",
+    "BreakerState",
+    "RestartAction",
+    "RestartDecision",
+    "RestartMode",
+    "RestartPolicy",
+    "RestartState",
+    "decide_restart",
+    "format_duration",
+    "format_size",
+    "on_cooldown_elapsed",
+    "parse_duration",
+    "parse_size",
+]
