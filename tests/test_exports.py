@@ -35,7 +35,7 @@ EXPECTED = {
 def test_root_exports_exactly_the_public_names() -> None:
     assert set(procvisor.__all__) == EXPECTED
     public = {n for n in dir(procvisor) if not n.startswith("_")}
-    assert public - EXPECTED <= {"errors", "policy", "process", "cli"}
+    assert public - EXPECTED <= {"errors", "policy", "process", "cli", "daemon"}
 
 
 def test_every_export_resolves_and_is_documented() -> None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 
 from procvisor.process._exec import Execution
+from procvisor.process._hub import get_hub
 
 
 def drive_steps(ex: Execution) -> Iterator[None]:
@@ -68,11 +69,12 @@ def drive_sync(ex: Execution) -> None:
 class AsyncDriver:
     """Drives ``ex`` from the running loop's callbacks; :attr:`done` completes with it."""
 
-    __slots__ = ("_loop", "_readers", "_timer", "_timer_at", "_writer", "done", "ex")
+    __slots__ = ("_hub", "_loop", "_readers", "_timer", "_timer_at", "_writer", "done", "ex")
 
     def __init__(self, ex: Execution) -> None:
         self.ex = ex
         self._loop = asyncio.get_running_loop()
+        self._hub = get_hub()
         self.done: asyncio.Future[None] = self._loop.create_future()
         self._readers: set[int] = set()
         self._writer: int | None = None
@@ -92,21 +94,22 @@ class AsyncDriver:
         """Advance the execution and re-arm fds and the timer (called after every event)."""
         if self.done.done():
             return
-        ex, loop = self.ex, self._loop
+        ex, hub = self.ex, self._hub
         try:
             wake = ex.tick(time.monotonic())
             wanted = set() if ex.done else set(ex.read_fds())
-            for fd in self._readers - wanted:
-                loop.remove_reader(fd)
-            for fd in wanted - self._readers:
-                loop.add_reader(fd, self._on_read, fd)
-            self._readers = wanted
+            if wanted != self._readers:
+                for fd in self._readers - wanted:
+                    hub.unregister(fd)
+                for fd in wanted - self._readers:
+                    hub.register(fd, False, self._on_read)
+                self._readers = wanted
             writer = None if ex.done else ex.stdin_fd
             if writer != self._writer:
                 if self._writer is not None:
-                    loop.remove_writer(self._writer)
+                    hub.unregister(self._writer)
                 if writer is not None:
-                    loop.add_writer(writer, self._on_write, writer)
+                    hub.register(writer, True, self._on_write)
                 self._writer = writer
         except Exception as exc:
             # Never leave a group running because bookkeeping failed: kill it, report it.
@@ -122,7 +125,7 @@ class AsyncDriver:
             self._timer = None
             if wake is not None:
                 delay = max(0.0, wake - time.monotonic())
-                self._timer = loop.call_later(delay, self._on_timer)
+                self._timer = self._loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -134,10 +137,10 @@ class AsyncDriver:
             self._timer.cancel()
             self._timer = None
         for fd in self._readers:
-            self._loop.remove_reader(fd)
+            self._hub.unregister(fd)
         self._readers = set()
         if self._writer is not None:
-            self._loop.remove_writer(self._writer)
+            self._hub.unregister(self._writer)
             self._writer = None
         if not self.done.done():
             if exc is None:

@@ -1,0 +1,403 @@
+"""Spawn `true` N times: one at a time, under asyncio, and with a kernel limit set.
+
+All variants run in the same process and are interleaved, repetition by repetition:
+
+seq     one spawn at a time; latency = call -> child reaped.
+          subprocess.run(["true"])                      the peer
+          os.posix_spawn("/bin/true") + os.waitpid      the floor for Python
+          procvisor.run(["true"])                       (captures stdout and stderr)
+          procvisor.run(["true"], capture=False)
+async   all N coroutines created up front, an asyncio.Semaphore(c) bounds those in flight,
+        c = 100 and 10; latency = semaphore acquired -> finished.
+          asyncio.create_subprocess_exec("true") + wait(), asyncio's default child watcher
+          the same with asyncio.PidfdChildWatcher
+          await procvisor.arun(["true"])
+limits  what one kernel limit, Limits(open_files=1024), costs per spawn:
+          procvisor.run, default mechanism (exec trampoline through util-linux prlimit(1))
+          procvisor.run, preexec_fn fallback (forced by hiding prlimit(1); a full fork)
+          reference: subprocess.run(preexec_fn=lambda: None) (a full fork), and
+          os.posix_spawn + prlimit(2) on the new pid (racy: the child may run unlimited)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import subprocess
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+
+import procvisor
+from bench._report import Report, Sample, Table, Target, median, number, percentile, repeat, spread
+from procvisor.process import _spawn as pv_spawn
+from procvisor.process import exit_watch_mechanism, rlimit_method
+
+QUICK = {"n": 300, "reps": 2}
+WARMUP = 20
+"""Calls made, untimed, before each measurement."""
+CONCURRENCY = (100, 10)
+NOFILE = 1024
+LIMITS = procvisor.Limits(open_files=NOFILE)
+
+_perf = time.perf_counter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The spawn benchmark's own option: ``--n``."""
+    parser.add_argument(
+        "--n", type=int, default=2000, help="spawns per variant and repetition (default 2000)"
+    )
+
+
+# -- how one variant is measured ------------------------------------------------------------
+
+
+def _sequential(call: Callable[[], object], n: int) -> Callable[[], Sample]:
+    def measure() -> Sample:
+        for _ in range(WARMUP):
+            call()
+        latencies = []
+        start = _perf()
+        for _ in range(n):
+            t = _perf()
+            call()
+            latencies.append(_perf() - t)
+        return Sample(n, _perf() - start, latencies)
+
+    return measure
+
+
+def _concurrent(
+    job: Callable[[], Awaitable[object]],
+    n: int,
+    concurrency: int,
+    watcher: Callable[[], asyncio.AbstractChildWatcher] | None = None,
+) -> Callable[[], Sample]:
+    """All coroutines made at once, ``concurrency`` of them let through by a semaphore.
+
+    ``watcher`` makes the child watcher for this measurement; ``None`` leaves asyncio's
+    default (``ThreadedChildWatcher`` on 3.11).
+    """
+
+    async def batch(count: int, limit: int) -> Sample:
+        semaphore = asyncio.Semaphore(limit)
+        latencies: list[float] = []
+
+        async def one() -> None:
+            async with semaphore:
+                t = _perf()
+                await job()
+                latencies.append(_perf() - t)
+
+        start = _perf()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return Sample(count, _perf() - start, latencies)
+
+    async def main() -> Sample:
+        await batch(WARMUP, min(WARMUP, concurrency))
+        return await batch(n, concurrency)
+
+    def measure() -> Sample:
+        with _watcher(watcher):
+            return asyncio.run(main())
+
+    return measure
+
+
+@contextlib.contextmanager
+def _watcher(factory: Callable[[], asyncio.AbstractChildWatcher] | None) -> Iterator[None]:
+    """Install a child watcher (``None``: asyncio's default) for the loops made inside."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # child watchers, from 3.12 on
+        asyncio.set_child_watcher(None if factory is None else factory())
+        try:
+            yield
+        finally:
+            asyncio.set_child_watcher(None)
+
+
+@contextlib.contextmanager
+def _preexec_fallback() -> Iterator[None]:
+    """procvisor as on a machine without prlimit(1): kernel limits set by ``preexec_fn``."""
+    pv_spawn._prlimit_path = None
+    try:
+        yield
+    finally:
+        pv_spawn._prlimit_path = False  # looked up again on next use
+
+
+def _under_fallback(measure: Callable[[], Sample]) -> Callable[[], Sample]:
+    def wrapped() -> Sample:
+        with _preexec_fallback():
+            return measure()
+
+    return wrapped
+
+
+# -- the calls ------------------------------------------------------------------------------
+
+
+def _posix_spawn(env: Mapping[str, str]) -> Callable[[], object]:
+    def call() -> object:
+        return os.waitpid(os.posix_spawn("/bin/true", ["true"], env), 0)
+
+    return call
+
+
+def _posix_spawn_prlimit(env: Mapping[str, str]) -> Callable[[], object]:
+    def call() -> object:
+        pid = os.posix_spawn("/bin/true", ["true"], env)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+        return os.waitpid(pid, 0)
+
+    return call
+
+
+async def _asyncio_true() -> int:
+    proc = await asyncio.create_subprocess_exec("true")
+    return await proc.wait()
+
+
+async def _arun_true() -> procvisor.Result:
+    return await procvisor.arun(["true"])
+
+
+async def _arun_true_nocapture() -> procvisor.Result:
+    return await procvisor.arun(["true"], capture=False)
+
+
+# -- variants and table rows ----------------------------------------------------------------
+
+SEQ = {
+    "subprocess.run": "`subprocess.run(['true'])`",
+    "posix_spawn": "`os.posix_spawn('/bin/true')` + `waitpid` (floor)",
+    "procvisor.run": "`procvisor.run(['true'])`",
+    "procvisor.run nocapture": "`procvisor.run(['true'], capture=False)`",
+}
+ASYNC = {
+    "asyncio default": "asyncio `create_subprocess_exec`, default watcher",
+    "asyncio pidfd": "asyncio `create_subprocess_exec`, `PidfdChildWatcher`",
+    "procvisor.arun": "`await procvisor.arun(['true'])`",
+    "procvisor.arun nocapture": "`await procvisor.arun(['true'], capture=False)`",
+}
+LIMIT = [
+    # (key, label, the same call without a limit: extra µs are counted against it)
+    ("procvisor.run", "`procvisor.run(['true'])`, no limits", None),
+    ("limits prlimit(1)", "`procvisor.run`, prlimit(1) trampoline (default)", "procvisor.run"),
+    ("limits preexec_fn", "`procvisor.run`, `preexec_fn` fallback", "procvisor.run"),
+    ("subprocess.run", "reference: `subprocess.run(['true'])`", None),
+    (
+        "subprocess.run preexec_fn",
+        "reference: `subprocess.run(['true'], preexec_fn=lambda: None)`",
+        "subprocess.run",
+    ),
+    ("posix_spawn", "reference: `os.posix_spawn` + `waitpid`", None),
+    (
+        "posix_spawn prlimit(2)",
+        "reference: `os.posix_spawn` + `resource.prlimit(pid)` (racy)",
+        "posix_spawn",
+    ),
+]
+
+
+def _variants(n: int) -> dict[str, Callable[[], Sample]]:
+    env = dict(os.environ)
+    variants = {
+        "subprocess.run": _sequential(lambda: subprocess.run(["true"], check=False), n),
+        "posix_spawn": _sequential(_posix_spawn(env), n),
+        "procvisor.run": _sequential(lambda: procvisor.run(["true"]), n),
+        "procvisor.run nocapture": _sequential(lambda: procvisor.run(["true"], capture=False), n),
+    }
+    for c in CONCURRENCY:
+        variants[f"c={c} asyncio default"] = _concurrent(_asyncio_true, n, c)
+        variants[f"c={c} asyncio pidfd"] = _concurrent(
+            _asyncio_true, n, c, asyncio.PidfdChildWatcher
+        )
+        variants[f"c={c} procvisor.arun"] = _concurrent(_arun_true, n, c)
+        variants[f"c={c} procvisor.arun nocapture"] = _concurrent(_arun_true_nocapture, n, c)
+    variants["limits prlimit(1)"] = _sequential(lambda: procvisor.run(["true"], limits=LIMITS), n)
+    variants["limits preexec_fn"] = _under_fallback(
+        _sequential(lambda: procvisor.run(["true"], limits=LIMITS), n)
+    )
+    variants["subprocess.run preexec_fn"] = _sequential(
+        lambda: subprocess.run(["true"], check=False, preexec_fn=lambda: None), n
+    )
+    variants["posix_spawn prlimit(2)"] = _sequential(_posix_spawn_prlimit(env), n)
+    return variants
+
+
+def _check() -> dict[str, str]:
+    """Make sure each procvisor path works and sets the limit; return what it runs on."""
+    facts = {
+        "exit watch": exit_watch_mechanism(),
+        "rlimits": f"{rlimit_method()} ({pv_spawn.prlimit_binary() or 'no prlimit(1)'})",
+    }
+    probe = ["sh", "-c", "ulimit -n"]
+    with _preexec_fallback():
+        if rlimit_method() != "preexec_fn":
+            raise RuntimeError("hiding prlimit(1) did not select the preexec_fn fallback")
+        fallback = procvisor.run(probe, limits=LIMITS, check=True).stdout
+    default = procvisor.run(probe, limits=LIMITS, check=True).stdout
+    for mechanism, out in (("default", default), ("preexec_fn", fallback)):
+        if out.strip() != str(NOFILE).encode():
+            raise RuntimeError(f"limits via {mechanism}: `ulimit -n` printed {out!r}")
+    with _watcher(None):
+        facts["asyncio default watcher"] = type(asyncio.get_child_watcher()).__name__
+    return facts
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def _rates(samples: Sequence[Sample]) -> list[float]:
+    return [s.rate for s in samples]
+
+
+def _ms(samples: Sequence[Sample], p: float) -> list[float]:
+    """The ``p``-th latency percentile of each repetition, in ms."""
+    return [percentile(s.latencies, p) * 1e3 for s in samples]
+
+
+def _extra_us(samples: Sequence[Sample], base: Sequence[Sample]) -> list[float]:
+    """Extra µs per spawn over ``base``, paired repetition by repetition."""
+    return [(s.per_op - b.per_op) * 1e6 for s, b in zip(samples, base, strict=True)]
+
+
+def _ratio(samples: Sequence[Sample], peer: Sequence[Sample]) -> float:
+    return median(_rates(samples)) / median(_rates(peer))
+
+
+def _target(label: str, ratio: float, goal: float, what: str) -> Target:
+    return Target(label, ratio >= goal, f"{what} = {ratio:.2f}× (goal ≥ {goal:g}×)")
+
+
+def _targets(s: dict[str, list[Sample]]) -> list[Target]:
+    arun, default, pidfd = (
+        s["c=100 procvisor.arun"],
+        s["c=100 asyncio default"],
+        s["c=100 asyncio pidfd"],
+    )
+    run, sub, floor = s["procvisor.run"], s["subprocess.run"], s["posix_spawn"]
+
+    def rate(samples: Sequence[Sample]) -> str:
+        return f"{number(median(_rates(samples)))}/s"
+
+    p99 = median(_ms(arun, 99))
+    return [
+        _target(
+            "(a) arun, c=100, ≥ 1.2× bare asyncio (default watcher)",
+            _ratio(arun, default),
+            1.2,
+            f"{rate(arun)} / {rate(default)}",
+        ),
+        _target(
+            "(b) arun, c=100, within 10% of asyncio with PidfdChildWatcher",
+            _ratio(arun, pidfd),
+            0.9,
+            f"{rate(arun)} / {rate(pidfd)}",
+        ),
+        Target(
+            "(c) arun, c=100, p99 latency < 60 ms",
+            p99 < 60,
+            f"p99 {spread(_ms(arun, 99))} ms, median {number(p99)} ms (goal < 60 ms)",
+        ),
+        _target(
+            "(d) sequential procvisor.run ≥ subprocess.run",
+            _ratio(run, sub),
+            1.0,
+            f"{rate(run)} / {rate(sub)}",
+        ),
+        _target(
+            "(e) sequential procvisor.run within 15% of raw posix_spawn",
+            _ratio(run, floor),
+            0.85,
+            f"{rate(run)} / {rate(floor)}",
+        ),
+    ]
+
+
+def _tables(s: dict[str, list[Sample]], n: int) -> list[Table]:
+    seq_rows = [
+        [
+            label,
+            spread(_rates(s[key])),
+            f"{_ratio(s[key], s['subprocess.run']):.2f}×",
+            f"{_ratio(s[key], s['posix_spawn']):.2f}×",
+            f"{number(median(_ms(s[key], 50)))} / {number(median(_ms(s[key], 99)))}",
+        ]
+        for key, label in SEQ.items()
+    ]
+    async_rows = [
+        [
+            label,
+            str(c),
+            spread(_rates(s[f"c={c} {key}"])),
+            f"{_ratio(s[f'c={c} {key}'], s[f'c={c} asyncio default']):.2f}×",
+            f"{_ratio(s[f'c={c} {key}'], s[f'c={c} asyncio pidfd']):.2f}×",
+            number(median(_ms(s[f"c={c} {key}"], 50))),
+            spread(_ms(s[f"c={c} {key}"], 99)),
+        ]
+        for c in CONCURRENCY
+        for key, label in ASYNC.items()
+    ]
+    limit_rows = [
+        [
+            label,
+            spread([x.per_op * 1e6 for x in s[key]]),
+            spread(_extra_us(s[key], s[twin])) if twin else "–",
+            f"`{twin}`" if twin else "–",
+        ]
+        for key, label, twin in LIMIT
+    ]
+    return [
+        Table(
+            f"Sequential: {n:,} × `true`, one at a time",
+            ["method", "jobs/s", "× subprocess.run", "× posix_spawn", "latency p50 / p99 ms"],
+            seq_rows,
+        ),
+        Table(
+            f"asyncio: {n:,} coroutines up front, Semaphore(c)",
+            [
+                "method",
+                "c",
+                "jobs/s",
+                "× asyncio default",
+                "× asyncio pidfd",
+                "latency p50 ms",
+                "latency p99 ms",
+            ],
+            async_rows,
+        ),
+        Table(
+            f"Cost of one kernel limit (`Limits(open_files={NOFILE})`), sequential",
+            ["method", "µs per spawn", "extra µs per spawn", "against (no limit)"],
+            limit_rows,
+        ),
+    ]
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Measure every variant ``args.reps`` times with ``args.n`` spawns each."""
+    if args.n < 1:
+        raise ValueError("--n must be 1 or more")
+    facts = _check()
+    samples = repeat(_variants(args.n), args.reps)
+    summary = (
+        f"`true` spawned {args.n:,} times per variant and repetition, {args.reps} repetitions, "
+        "interleaved. Figures: median [min–max] over repetitions; ratios: between medians of "
+        "this run; latency percentiles: per repetition, then the median of those (p99 of the "
+        "asyncio rows with [min–max]). Sequential latency: call → child reaped; asyncio latency: "
+        "semaphore acquired → finished. µs per spawn: wall time / N; extra µs: paired "
+        "repetition by repetition."
+    )
+    notes = [
+        "procvisor here: " + ", ".join(f"{k}: {v}" for k, v in facts.items()) + ".",
+        "`procvisor.run`/`arun` capture stdout and stderr (two pipes) unless `capture=False`, "
+        "start each child in a new session and check that its group is empty; the "
+        "`subprocess`/asyncio peers inherit stdout and stderr.",
+    ]
+    return Report("spawn", summary, _tables(samples, args.n), _targets(samples), notes)
