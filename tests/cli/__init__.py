@@ -1,0 +1,1 @@
+"""Tests of the ``procvisor`` command (a package: ``cli.test_run`` is not ``test_run``)."""
