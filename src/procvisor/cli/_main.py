@@ -1,6 +1,37 @@
+"""The ``procvisor`` command group; each subcommand lives in its own module."""
+
+from __future__ import annotations
+
 import click
 
+from procvisor.cli._config import check_config
+from procvisor.cli._run import as_usage_line, run_command
 
-@click.group()
+
+class _Group(click.Group):
+    """A click group whose usage errors are one ``procvisor: ...`` line, like the rest."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args:
+            return super().parse_args(ctx, args)  # click shows the help, as it should
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise as_usage_line(exc, ctx) from None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise as_usage_line(exc, ctx) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """procvisor: run, supervise, pool and schedule processes."""
+
+
+main.add_command(run_command)
+main.add_command(check_config)
