@@ -174,6 +174,7 @@ async def _arun_true_nocapture() -> procvisor.Result:
 
 SEQ = {
     "subprocess.run": "`subprocess.run(['true'])`",
+    "subprocess.run capture": "`subprocess.run(['true'], capture_output=True)`",
     "posix_spawn": "`os.posix_spawn('/bin/true')` + `waitpid` (floor)",
     "procvisor.run": "`procvisor.run(['true'])`",
     "procvisor.run nocapture": "`procvisor.run(['true'], capture=False)`",
@@ -208,6 +209,9 @@ def _variants(n: int) -> dict[str, Callable[[], Sample]]:
     env = dict(os.environ)
     variants = {
         "subprocess.run": _sequential(lambda: subprocess.run(["true"], check=False), n),
+        "subprocess.run capture": _sequential(
+            lambda: subprocess.run(["true"], check=False, capture_output=True), n
+        ),
         "posix_spawn": _sequential(_posix_spawn(env), n),
         "procvisor.run": _sequential(lambda: procvisor.run(["true"]), n),
         "procvisor.run nocapture": _sequential(lambda: procvisor.run(["true"], capture=False), n),
