@@ -384,10 +384,6 @@ class Execution:
 
     # -- outcome --------------------------------------------------------------------------
 
-    @property
-    def interrupted(self) -> bool:
-        return self.stopping in ("cancelled", "interrupted", "killed", "stopped")
-
     def limit_exceeded(self) -> str | None:
         if self.stopping in ("wall_time", "processes"):
             return self.stopping
