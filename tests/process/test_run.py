@@ -258,3 +258,73 @@ def test_ctrl_c_in_the_sync_api_stops_the_whole_group(tmp_path) -> None:
     assert child.wait(timeout=20) == -signal.SIGINT  # KeyboardInterrupt propagated
     child.stdout.close()
     assert not pid_alive(grandchild)
+
+
+RACE = textwrap.dedent(
+    """
+    import os, random, signal, sys, threading, time
+    import procvisor
+    from procvisor.process import _exec, _group
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    spawned = []
+    real_spawn = _exec.spawn
+
+    def recording_spawn(*args, **kwargs):
+        pid = real_spawn(*args, **kwargs)
+        spawned.append(pid)
+        return pid
+
+    _exec.spawn = recording_spawn
+    go, fired = threading.Semaphore(0), threading.Semaphore(0)
+    rng = random.Random(int(sys.argv[1]))
+
+    def interrupter():
+        while True:
+            go.acquire()
+            # Busy-wait holding the GIL: the signal then lands just as the main thread
+            # gets the GIL back from a syscall (posix_spawn, close, ...), in every window.
+            end = time.perf_counter() + rng.uniform(0, 0.003)
+            while time.perf_counter() < end:
+                pass
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            fired.release()
+
+    threading.Thread(target=interrupter, daemon=True).start()
+    leaked = 0
+    for _ in range(int(sys.argv[2])):
+        count = len(spawned)
+        try:
+            go.release()
+            procvisor.run(["sleep", "30"], grace=0.2)
+        except KeyboardInterrupt:
+            pass
+        while True:
+            try:
+                fired.acquire()
+                time.sleep(0.002)
+                break
+            except KeyboardInterrupt:
+                pass
+        if len(spawned) > count and _group.group_members(spawned[-1]):
+            leaked += 1
+            os.killpg(spawned[-1], signal.SIGKILL)
+    # A Ctrl-C raised the instant posix_spawn returns loses the pid before anyone can record
+    # it (subprocess.Popen has the same window); such a child cannot be attributed. Kill and
+    # reap any so the leak check of this test stays about the windows procvisor can close.
+    import psutil
+    for child in psutil.Process().children():
+        child.kill()
+        child.wait()
+    print(f"spawned={len(spawned)} leaked={leaked}")
+    """
+)
+
+
+def test_ctrl_c_at_any_moment_of_a_sync_run_leaves_no_group() -> None:
+    # A SIGINT 0-3 ms after run() starts lands anywhere: before, during or after the spawn.
+    out = subprocess.run(
+        [PY, "-c", RACE, "1234", "150"], capture_output=True, timeout=50, check=True
+    ).stdout.decode()
+    spawned, leaked = (int(part.split("=")[1]) for part in out.split())
+    assert spawned > 10 and leaked == 0, out

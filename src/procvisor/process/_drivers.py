@@ -62,8 +62,16 @@ def drive_steps(ex: Execution) -> Iterator[None]:
 
 def drive_sync(ex: Execution) -> None:
     """Run ``ex`` to completion in this thread."""
-    for _ in drive_steps(ex):
-        pass
+    try:
+        for _ in drive_steps(ex):
+            pass
+    finally:
+        if not ex.done:
+            # A Ctrl-C landed before drive_steps could take charge of it: kill the group
+            # and collect it, then let the KeyboardInterrupt go on.
+            ex.kill()
+            for _ in drive_steps(ex):
+                pass
 
 
 class AsyncDriver:

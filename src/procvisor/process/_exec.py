@@ -164,12 +164,16 @@ class Execution:
                 if next_stdin is not None:
                     to_close.append(next_stdin)
                     stdin = next_stdin
+            while to_close:
+                os.close(to_close.pop())
         except BaseException:
+            # Any failure, a Ctrl-C included, once a child may have started: kill what
+            # started, reap it, close every fd, then let the exception go on.
+            while to_close:
+                with contextlib.suppress(OSError):
+                    os.close(to_close.pop())
             self._abort()
             raise
-        finally:
-            for fd in to_close:
-                os.close(fd)
 
     def _stdin(self, input: InputLike, to_close: list[int]) -> int | Literal["devnull", "inherit"]:
         if input is None:
@@ -212,6 +216,13 @@ class Execution:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(stage.pid, 0)
             stage.watch.close()
+        # A stage whose pid was not recorded yet (interrupted right after it started) is
+        # still our child in the group: reap every one of those too.
+        while self.pgid:
+            try:
+                os.waitpid(-self.pgid, 0)
+            except ChildProcessError:
+                break
         for fd in list(self.readers):
             os.close(fd)
         self.readers.clear()

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from procvisor.process._api import DEFAULT_MAX_OUTPUT, _duration, raise_for_outcome
-from procvisor.process._drivers import AsyncDriver, drive_steps, wait_async
+from procvisor.process._drivers import AsyncDriver, drive_steps, drive_sync, wait_async
 from procvisor.process._exec import Execution, InputLike
 from procvisor.process._limits import Limits
 from procvisor.process._output import LineQueue
@@ -179,8 +179,7 @@ class Pipeline:
             SpawnError: a stage could not start (the others are stopped).
         """
         ex = self._execution(input, timeout, max_output, stop_signal, grace)
-        for _ in drive_steps(ex):
-            pass
+        drive_sync(ex)
         return self._outcome(ex, check)
 
     async def arun(
