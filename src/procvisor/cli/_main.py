@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 import click
 
 from procvisor.cli._config import check_config
@@ -9,7 +12,23 @@ from procvisor.cli._run import as_usage_line, run_command
 
 
 class _Group(click.Group):
-    """A click group whose usage errors are one ``procvisor: ...`` line, like the rest."""
+    """A click group whose errors are one ``procvisor: ...`` line, like the rest.
+
+    Ctrl-C while click parses the command line exits 130 like any other Ctrl-C, not with
+    click's "Aborted!" and status 1.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if not args:
@@ -26,6 +45,12 @@ class _Group(click.Group):
             return super().resolve_command(ctx, args)
         except click.UsageError as exc:
             raise as_usage_line(exc, ctx) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -262,13 +262,16 @@ def limit_status(result: procvisor.Result) -> int:
 
 def execute(request: RunRequest) -> int:
     """Run ``request``, report its outcome, and return procvisor's exit status."""
+    main = _run_until_signal(request)
     try:
-        result = asyncio.run(_run_until_signal(request))
+        result = asyncio.run(main)
     except _Interrupted as exc:
         return 128 + exc.signum
     except KeyboardInterrupt:
         # Ctrl-C before our handlers were installed or after they were removed: no group
-        # of ours is running at those moments.
+        # of ours is running at those moments. If it came before asyncio started ``main``,
+        # close it, or Python warns that it was never awaited.
+        main.close()
         return 128 + signal.SIGINT
     except procvisor.TimeoutExpired as exc:
         _say(exc)
