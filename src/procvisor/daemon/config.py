@@ -37,10 +37,10 @@ import sys
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, Union
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union
 
 from pydantic import (
     AfterValidator,
@@ -65,6 +65,8 @@ from procvisor.policy.units import (
     parse_size,
 )
 from procvisor.process import Limits, parse_signal
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
@@ -238,14 +240,26 @@ def _field_name(info: ValidationInfo) -> str:
     return info.field_name or "value"
 
 
-def _duration(value: Any, info: ValidationInfo) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _problem(f"expected a duration, got {_got(value)}; use {DURATION_FORMS}")
+def _parsed(
+    parse: Callable[..., _T],
+    value: Any,
+    info: ValidationInfo,
+    kinds: tuple[type, ...],
+    expected: str,
+) -> _T:
+    """Check ``value``'s TOML type, then parse it with the shared parser under this key."""
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise _problem(expected.format(got=_got(value)))
     field = _field_name(info)
     try:
-        return parse_duration(value, field=field)
+        return parse(value, field=field)
     except ValueError as exc:
         raise _problem(_strip_field(str(exc), field)) from None
+
+
+def _duration(value: Any, info: ValidationInfo) -> float:
+    expected = f"expected a duration, got {{got}}; use {DURATION_FORMS}"
+    return _parsed(parse_duration, value, info, (int, float, str), expected)
 
 
 def _positive_duration(value: Any, info: ValidationInfo) -> float:
@@ -256,23 +270,13 @@ def _positive_duration(value: Any, info: ValidationInfo) -> float:
 
 
 def _size(value: Any, info: ValidationInfo) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _problem(f"expected a size, got {_got(value)}; use {SIZE_FORMS}")
-    field = _field_name(info)
-    try:
-        return parse_size(value, field=field)
-    except ValueError as exc:
-        raise _problem(_strip_field(str(exc), field)) from None
+    expected = f"expected a size, got {{got}}; use {SIZE_FORMS}"
+    return _parsed(parse_size, value, info, (int, float, str), expected)
 
 
 def _signal(value: Any, info: ValidationInfo) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _problem(f"expected a signal name like 'TERM' or a number, got {_got(value)}")
-    field = _field_name(info)
-    try:
-        return parse_signal(value, field=field)
-    except ValueError as exc:
-        raise _problem(_strip_field(str(exc), field)) from None
+    expected = "expected a signal name like 'TERM' or a number, got {got}"
+    return _parsed(parse_signal, value, info, (int, str), expected)
 
 
 def _argv(value: Any) -> tuple[str, ...]:
