@@ -9,7 +9,6 @@ died are reaped here, as init would.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -18,16 +17,17 @@ import time
 import psutil
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+from procvisor.process import become_subreaper
 
-PR_SET_CHILD_SUBREAPER = 36
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        pytest.exit("cannot become a child subreaper; the leak check would be blind", 3)
+    try:
+        become_subreaper()
+    except OSError as exc:
+        pytest.exit(f"cannot become a child subreaper ({exc}); the leak check would be blind", 3)
 
 
 def _descendants() -> dict[int, psutil.Process]:

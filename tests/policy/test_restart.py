@@ -171,7 +171,9 @@ def test_each_mode_and_exit_kind(mode: RestartMode, kind: str) -> None:
     )
     assert decision.action is expected_action(mode, kind)
     assert decision.failure is failure
-    assert decision.delay == (0.5 if decision.action is R else 0.0)
+    # Only a failed start (sooner than min_uptime) waits; a run that lasted restarts at once.
+    backoff = decision.action is R and uptime < policy.min_uptime
+    assert decision.delay == (0.5 if backoff else 0.0)
     assert decision.retry_at is None
 
 
@@ -202,7 +204,7 @@ def test_uptime_equal_to_min_uptime_is_a_real_start() -> None:
 def test_reasons_say_what_happened() -> None:
     policy = RestartPolicy(backoff=NO_JITTER)
     decision, _ = crash(policy, RestartState(), 10.0, uptime=5.0)
-    assert decision.reason == "exit code 1; restart in 500ms (attempt 1)"
+    assert decision.reason == "exit code 1; restart now"
     decision, _ = decide_restart(
         policy,
         RestartState(),
@@ -294,7 +296,7 @@ def test_crash_loop_backs_off_then_goes_fatal_then_half_open() -> None:
     state = on_cooldown_elapsed(state, 617.25)
     decision, state = crash(policy, state, 622.25, uptime=5.0)
     assert decision.action is R
-    assert decision.delay == 0.5
+    assert decision.delay == 0.0  # it ran 5s: restart at once
     assert state == RestartState(failures=(622.25,), failed_starts=0)
 
 
@@ -315,7 +317,7 @@ def test_half_open_success_with_a_clean_exit_closes_and_stays_stopped() -> None:
     assert state == RestartState()
 
 
-def test_a_long_run_resets_the_backoff_but_not_the_budget() -> None:
+def test_a_long_run_restarts_at_once_and_resets_the_backoff_but_not_the_budget() -> None:
     policy = RestartPolicy(backoff=NO_JITTER, max_restarts=3)
     decision, state = crash(policy, RestartState(), 1.0)
     assert decision.delay == 0.5
@@ -323,7 +325,7 @@ def test_a_long_run_resets_the_backoff_but_not_the_budget() -> None:
     assert decision.delay == 1.0
     assert state.failed_starts == 2
     decision, state = crash(policy, state, 20.0, uptime=15.0)  # ran 15s, then failed
-    assert (decision.action, decision.delay, state.failed_starts) == (R, 0.5, 0)
+    assert (decision.action, decision.delay, state.failed_starts) == (R, 0.0, 0)
     decision, state = crash(policy, state, 21.0)  # fourth failure in 60s > 3
     assert decision.action is RestartAction.FATAL
     assert decision.retry_at == 321.0

@@ -12,17 +12,20 @@ The supervisor asks :func:`decide_restart` on every exit and does what the retur
 - **Budget.** Each failure is remembered for ``restart_window`` seconds (a sliding window). When
   the failures in the window exceed ``max_restarts``, the instance goes fatal: the breaker opens
   until ``now + cooldown``. With ``max_restarts = 5`` the sixth failure within the window is fatal.
-- **Backoff.** The restart delay grows with the number of consecutive failed starts (exits
-  sooner than ``min_uptime``); a run that lasted ``min_uptime`` resets that count, so the next
-  delay is ``initial`` again, but its failures stay in the window.
+- **Backoff.** An instance whose run lasted ``min_uptime`` restarts at once (delay 0, as
+  supervisord and systemd do): a service that crashes after serving for a while is back in
+  milliseconds. Exits sooner than ``min_uptime`` are failed starts; the delay grows with the
+  number of consecutive failed starts (``initial``, ``initial * multiplier``, ... up to ``max``).
+  A run that lasted ``min_uptime`` resets that count, but its failures stay in the window.
 - **Half-open.** When the cooldown has elapsed, :func:`on_cooldown_elapsed` moves the breaker to
   half-open and the supervisor starts the instance once. If that run fails to last
   ``min_uptime`` the instance goes fatal again for another cooldown; if it lasts, the breaker
   closes with a clean slate and that exit is then judged like any other.
 
-Because every delay is at least ``initial * (1 - jitter) > 0`` and grows while starts keep
-failing, a service that exits at once forever cannot make the supervisor spin: its delays rise to
-``max`` and, once the budget is spent, it goes fatal.
+Because every delay after a failed start is at least ``initial * (1 - jitter) > 0`` and grows
+while starts keep failing, and an immediate restart needs a run of ``min_uptime`` first, a
+service that exits at once forever cannot make the supervisor spin: its delays rise to ``max``
+and, once the budget is spent, it goes fatal.
 """
 
 from __future__ import annotations
@@ -376,9 +379,10 @@ def decide_restart(
         fatal_state = RestartState(failures, failed_starts, BreakerState.OPEN, retry_at)
         return RestartDecision(RestartAction.FATAL, why, failure, retry_at=retry_at), fatal_state
 
-    attempt = max(1, failed_starts)
-    delay = policy.backoff.delay(attempt, rand)
-    why = f"{outcome}; restart in {format_duration(delay)} (attempt {attempt})"
+    if failed_starts == 0:
+        return RestartDecision(RestartAction.RESTART, f"{outcome}; restart now", failure), new_state
+    delay = policy.backoff.delay(failed_starts, rand)
+    why = f"{outcome}; restart in {format_duration(delay)} (attempt {failed_starts})"
     return RestartDecision(RestartAction.RESTART, why, failure, delay=delay), new_state
 
 

@@ -9,8 +9,9 @@ Everything above it (supervisor, pool, jobs) starts processes through this layer
 from procvisor.process._api import DEFAULT_MAX_OUTPUT, Metrics, Process, arun, run, spawn
 from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
 from procvisor.process._limits import Limits
-from procvisor.process._output import OutputLine
+from procvisor.process._output import OutputLine, OutputSink
 from procvisor.process._pipeline import Command, Pipeline, PipelineResult, cmd
+from procvisor.process._reaper import become_subreaper, reap_orphans
 from procvisor.process._result import Result, Usage, parse_signal, signal_name
 from procvisor.process._spawn import rlimit_method
 
@@ -20,15 +21,18 @@ __all__ = [
     "Limits",
     "Metrics",
     "OutputLine",
+    "OutputSink",
     "Pipeline",
     "PipelineResult",
     "Process",
     "Result",
     "Usage",
     "arun",
+    "become_subreaper",
     "cmd",
     "exit_watch_mechanism",
     "parse_signal",
+    "reap_orphans",
     "rlimit_method",
     "run",
     "signal_name",

@@ -23,7 +23,7 @@ from procvisor.process._drivers import AsyncDriver, drive_sync, stop_async, wait
 from procvisor.process._exec import Execution, InputLike
 from procvisor.process._group import group_members
 from procvisor.process._limits import Limits
-from procvisor.process._output import LineQueue, OutputLine
+from procvisor.process._output import LineQueue, OutputLine, OutputSink
 from procvisor.process._result import Result, parse_signal
 from procvisor.process._spawn import CommandLike, prepare
 
@@ -122,6 +122,7 @@ def _execution(
     grace: float | str,
     shell: bool,
     lines: LineQueue | None = None,
+    sinks: tuple[OutputSink, OutputSink] | None = None,
 ) -> Execution:
     command = prepare(
         cmd,
@@ -144,6 +145,7 @@ def _execution(
         grace=_duration(grace, "grace", positive=False) or 0.0,
         timeout=_duration(timeout, "timeout", positive=True),
         lines=lines,
+        sinks=sinks,
     )
 
 
@@ -431,17 +433,22 @@ async def spawn(
     stop_signal: int | str = _signal.SIGTERM,
     grace: float | str = 5.0,
     shell: bool = False,
+    sinks: tuple[OutputSink, OutputSink] | None = None,
 ) -> Process:
     """Start a command in its own process group and return a :class:`Process` at once.
 
     Arguments as for :func:`run`. With ``capture=True`` its output is read line by line
-    (``async for line in proc``) and not kept after it has been handed out.
+    (``async for line in proc``) and not kept after it has been handed out. With ``sinks``
+    (a stdout and a stderr :class:`OutputSink`), raw output chunks go to them instead, as they
+    are read (``merge_stderr`` sends both to the first); the process then yields no lines.
 
     Raises:
         SpawnError, ValueError, TypeError: as for :func:`run`.
     """
     holder: list[Process] = []
-    lines = LineQueue(max_output, lambda: holder[0]._wake_reader() if holder else None)
+    lines = None
+    if capture and sinks is None:
+        lines = LineQueue(max_output, lambda: holder[0]._wake_reader() if holder else None)
     ex = _execution(
         cmd,
         timeout=timeout,
@@ -459,9 +466,10 @@ async def spawn(
         stop_signal=stop_signal,
         grace=grace,
         shell=shell,
-        lines=lines if capture else None,
+        lines=lines,
+        sinks=sinks,
     )
-    proc: Process = Process._create(ex, AsyncDriver(ex), lines if capture else None)
+    proc: Process = Process._create(ex, AsyncDriver(ex), lines)
     holder.append(proc)
     return proc
 

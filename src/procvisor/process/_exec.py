@@ -21,21 +21,16 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Literal, Protocol
+from typing import IO, Literal
 
 from procvisor.process._exitwatch import ExitStatus, ExitWatch
 from procvisor.process._group import group_alive, group_members, reap_group, signal_group
 from procvisor.process._limits import SAMPLE_INTERVAL
-from procvisor.process._output import LineQueue, TailBuffer
+from procvisor.process._output import LineQueue, OutputSink, TailBuffer
 from procvisor.process._result import Result
 from procvisor.process._spawn import PreparedCommand, spawn
 
 InputLike = bytes | str | IO[bytes] | IO[str] | os.PathLike[str] | Literal["inherit"] | None
-
-
-class _Sink(Protocol):
-    def feed(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
 
 
 _READ_SIZE = 65536
@@ -68,6 +63,7 @@ class Execution:
         timeout: float | None = None,
         lines: LineQueue | None = None,
         lines_stderr: bool = True,
+        sinks: tuple[OutputSink, OutputSink] | None = None,
     ) -> None:
         if grace < 0:
             raise ValueError(f"grace: {grace!r} must be 0 or more seconds")
@@ -100,12 +96,12 @@ class Execution:
         self._group_poll = 0.001
         self._group_empty = False
         # fd -> sink for output; the stdin pipe and what is left to write into it
-        self.readers: dict[int, _Sink] = {}
+        self.readers: dict[int, OutputSink] = {}
         self.stdin_fd: int | None = None
         self._pending_input = memoryview(b"")
         self.lines = lines
         self.stdout: TailBuffer | None = None
-        self._start(input, capture, merge_stderr, max_output, lines, lines_stderr)
+        self._start(input, capture, merge_stderr, max_output, lines, lines_stderr, sinks)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -117,13 +113,16 @@ class Execution:
         max_output: int,
         lines: LineQueue | None,
         lines_stderr: bool,
+        sinks: tuple[OutputSink, OutputSink] | None,
     ) -> None:
         to_close: list[int] = []  # the child's ends of pipes, closed once all have started
         try:
             stdin = self._stdin(input, to_close)
             n = len(self.commands)
-            out_sink: _Sink | None = None
-            if capture:
+            out_sink: OutputSink | None = None
+            if capture and sinks is not None:
+                out_sink = sinks[0]
+            elif capture:
                 out_sink = lines.sink("stdout") if lines else TailBuffer(max_output)
                 if isinstance(out_sink, TailBuffer):
                     self.stdout = out_sink
@@ -151,6 +150,8 @@ class Execution:
                     to_close.append(stderr)
                     if merge_stderr:
                         self._add_reader(r, out_sink)
+                    elif sinks is not None:
+                        self._add_reader(r, sinks[1])
                     elif lines is not None and lines_stderr:
                         self._add_reader(r, lines.sink("stderr"))
                     else:
@@ -202,7 +203,7 @@ class Execution:
             f"not {type(input).__name__}"
         )
 
-    def _add_reader(self, fd: int, sink: _Sink | None) -> None:
+    def _add_reader(self, fd: int, sink: OutputSink | None) -> None:
         # Left blocking: a read happens only when poll says the fd is ready (saves two
         # fcntl calls per pipe on the hot path; _finish checks readiness itself).
         assert sink is not None
@@ -251,7 +252,7 @@ class Execution:
                     stage.ended = time.monotonic()
                 return
 
-    def _read(self, fd: int, sink: _Sink) -> bool:
+    def _read(self, fd: int, sink: OutputSink) -> bool:
         """Read what one ready fd has; on EOF close it. Returns False at EOF."""
         data = os.read(fd, _READ_SIZE)
         if not data:

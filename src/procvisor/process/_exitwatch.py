@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from procvisor.process._result import Usage, signal_name
 
 _pidfd_ok: bool | None = None
+watched: set[int] = set()
+"""Pids of children an :class:`ExitWatch` will reap; :func:`reap_orphans` leaves them alone."""
 force_thread = False
 """Tests set this to exercise the thread mechanism on kernels that have pidfd."""
 
@@ -84,6 +86,7 @@ class ExitWatch:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.status: ExitStatus | None = None
+        watched.add(pid)
         self._thread: threading.Thread | None = None
         if mechanism() == "pidfd":
             try:
@@ -125,6 +128,7 @@ class ExitWatch:
 
     def close(self) -> None:
         """Release the fd (and join the thread, which has ended once the child exited)."""
+        watched.discard(self.pid)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -10,9 +10,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 MAX_LINE = 64 * 1024
 """A longer line is handed out in pieces of this size."""
+
+
+class OutputSink(Protocol):
+    """Where a child's raw output goes, chunk by chunk (``spawn(..., sinks=...)``).
+
+    ``feed`` is called on the reading thread with each chunk as it is read; it must not block
+    and must not raise. ``close`` is called once, at end of file.
+    """
+
+    def feed(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
 
 
 class TailBuffer:
