@@ -8,6 +8,7 @@ Everything above it (supervisor, pool, jobs) starts processes through this layer
 
 from procvisor.process._api import DEFAULT_MAX_OUTPUT, Metrics, Process, arun, run, spawn
 from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
+from procvisor.process._group import group_members, group_pids
 from procvisor.process._limits import Limits
 from procvisor.process._output import OutputLine, OutputSink
 from procvisor.process._pipeline import Command, Pipeline, PipelineResult, cmd
@@ -31,6 +32,8 @@ __all__ = [
     "become_subreaper",
     "cmd",
     "exit_watch_mechanism",
+    "group_members",
+    "group_pids",
     "parse_signal",
     "reap_orphans",
     "rlimit_method",

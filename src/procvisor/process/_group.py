@@ -40,7 +40,12 @@ def reap_group(pgid: int) -> int:
 
 def group_members(pgid: int) -> list[int]:
     """Pids of the live (non-zombie) processes in group ``pgid``, read from /proc."""
-    members = []
+    return group_pids().get(pgid, [])
+
+
+def group_pids() -> dict[int, list[int]]:
+    """Every live (non-zombie) process on the machine by process group, in one read of /proc."""
+    groups: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -51,6 +56,6 @@ def group_members(pgid: int) -> list[int]:
             continue  # gone while we looked
         # The comm field may hold spaces and parentheses; the fields after the last ')' don't.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(name))
-    return members
+        if len(fields) > 2 and fields[0] != b"Z":
+            groups.setdefault(int(fields[2]), []).append(int(name))
+    return groups

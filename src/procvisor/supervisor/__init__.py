@@ -1,0 +1,22 @@
+"""Keep services alive: instances, restart policy, health probes, hooks and rotated logs.
+
+Built on the ``process`` layer (spawning, exit events, stopping groups), ``policy`` (restart
+and health decisions) and ``store`` (events, and the pids a killed daemon leaves behind). It
+is told what to run with :class:`ServiceSpec` objects; it never reads a config file.
+"""
+
+from procvisor.supervisor._instance import ExitInfo, Instance, State
+from procvisor.supervisor._spec import HookSpec, LogSpec, ProbeSpec, ServiceSpec
+from procvisor.supervisor._supervisor import ReloadResult, Supervisor
+
+__all__ = [
+    "ExitInfo",
+    "HookSpec",
+    "Instance",
+    "LogSpec",
+    "ProbeSpec",
+    "ReloadResult",
+    "ServiceSpec",
+    "State",
+    "Supervisor",
+]

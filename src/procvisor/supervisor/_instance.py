@@ -1,0 +1,558 @@
+"""One instance of a service (``web:0``): its state machine and the task that keeps it alive.
+
+Each instance is driven by one runner task, owned by the instance, that loops while the
+instance is wanted: run ``pre_start``, spawn the command (its output to rotating files), run
+``post_start``, wait for the exit (an event from the process layer, not a poll), ask the
+restart policy (:func:`procvisor.policy.restart.decide_restart`) what to do, and do it:
+restart at once, after a backoff delay, or go ``fatal`` until the cooldown lets it try once
+more. A health probe runs beside the process while it runs.
+
+Every state change goes through :meth:`Instance._set_state`, which refuses an illegal move by
+name and reports an event::
+
+    stopped → starting → running → (stopping → stopped) | (exited → backoff → starting …)
+                                  | fatal → (after the cooldown) starting
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from procvisor._util import NoPublicConstructor
+from procvisor.errors import ProcessError, SpawnError
+from procvisor.policy.health import Health, HealthState, HealthThresholds, observe
+from procvisor.policy.restart import (
+    BreakerState,
+    RestartAction,
+    RestartState,
+    decide_restart,
+    on_cooldown_elapsed,
+)
+from procvisor.policy.units import format_duration
+from procvisor.process import Process, Result, spawn
+from procvisor.supervisor._hooks import run_hook
+from procvisor.supervisor._logs import RotatingLog
+from procvisor.supervisor._probes import Prober
+from procvisor.supervisor._spec import ServiceSpec
+
+__all__ = ["ExitInfo", "Instance", "State"]
+
+log = logging.getLogger("procvisor.supervisor")
+
+
+class State(StrEnum):
+    """The run state of an instance (health is kept apart)."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    BACKOFF = "backoff"
+    FATAL = "fatal"
+
+
+_MOVES: dict[State, frozenset[State]] = {
+    State.STOPPED: frozenset({State.STARTING}),
+    State.STARTING: frozenset({State.RUNNING, State.EXITED, State.STOPPING, State.FATAL}),
+    State.RUNNING: frozenset({State.STOPPING, State.EXITED}),
+    State.STOPPING: frozenset({State.STOPPED, State.EXITED}),  # EXITED: stopped to restart
+    State.EXITED: frozenset({State.BACKOFF, State.STARTING, State.STOPPED, State.FATAL}),
+    State.BACKOFF: frozenset({State.STARTING, State.STOPPED}),
+    State.FATAL: frozenset({State.STARTING, State.STOPPED}),
+}
+
+# Spawn failures that another attempt will not fix by itself: the instance goes fatal at once
+# (with its cooldown's one retry later) instead of spending its restart budget.
+_PERMANENT_SPAWN = frozenset(
+    {"not_found", "permission_denied", "exec_format", "bad_cwd", "bad_user", "bad_group"}
+)
+
+EventSink = Callable[[str, int | None, str, str, Mapping[str, Any] | None], None]
+"""``(service, instance, kind, message, data)``: where instances report what happens."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How the last run of an instance ended."""
+
+    pid: int | None
+    code: int | None
+    signal: str | None
+    at: float
+    """Wall-clock time of the exit."""
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "code": self.code,
+            "signal": self.signal,
+            "at": self.at,
+            "reason": self.reason,
+        }
+
+
+class Instance(metaclass=NoPublicConstructor):
+    """One running copy of a service; created and owned by the supervisor."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        index: int,
+        *,
+        log_dir: Path,
+        emit: EventSink,
+        prober: Prober,
+        on_spawn: Callable[[Instance], None],
+        on_gone: Callable[[Instance], None],
+    ) -> None:
+        self.spec = spec
+        self.index = index
+        self.state = State.STOPPED
+        self.pid: int | None = None
+        self.started_at: float | None = None  # monotonic, while a process runs
+        self.started_wall: float | None = None
+        self.restarts = 0
+        self.last_exit: ExitInfo | None = None
+        self.reason = ""
+        self.health: HealthState | None = None
+        self._log_dir = log_dir
+        self._emit = emit
+        self._prober = prober
+        self._on_spawn = on_spawn
+        self._on_gone = on_gone
+        self._proc: Process | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._wanted = False
+        self._stop_requested = False
+        self._unhealthy_restart = ""
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._restart_state = RestartState()
+        self._rand = random.Random()
+        self._attempts = 0  # starts tried; start() waits until the one it caused settles
+        self._settled = 0
+
+    # -- naming and reporting ---------------------------------------------------------------
+
+    @property
+    def service(self) -> str:
+        return self.spec.name
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}:{self.index}"
+
+    def __repr__(self) -> str:
+        return f"<Instance {self.name} {self.state.value} pid={self.pid}>"
+
+    def log_path(self, stream: str) -> Path:
+        return self._log_dir / f"{self.spec.name}.{self.index}.{stream}.log"
+
+    def _event(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
+        self._emit(self.spec.name, self.index, kind, message, data)
+
+    def _set_state(self, new: State, reason: str = "") -> None:
+        old = self.state
+        if new not in _MOVES[old]:
+            raise RuntimeError(f"{self.name}: illegal state change {old.value} -> {new.value}")
+        self.state = new
+        self.reason = reason
+        if new is not State.STARTING and new is not State.STOPPING:
+            self._settled = self._attempts
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def status(self) -> dict[str, Any]:
+        """What ``procvisor status`` shows (CPU and memory are filled in by the supervisor)."""
+        uptime = None
+        if self.started_at is not None and self.state in (State.RUNNING, State.STOPPING):
+            uptime = time.monotonic() - self.started_at
+        health = None
+        if self.spec.health is not None:
+            health = self.health.health.value if self.health is not None else "unknown"
+        return {
+            "name": self.name,
+            "service": self.spec.name,
+            "instance": self.index,
+            "state": self.state.value,
+            "pid": self.pid,
+            "uptime": uptime,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit.to_dict() if self.last_exit else None,
+            "health": health,
+            "cpu_percent": None,
+            "rss": None,
+            "reason": self.reason,
+        }
+
+    # -- control ----------------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """True while the runner task keeps the instance alive (or is trying to)."""
+        return self._runner is not None and not self._runner.done()
+
+    async def start(self) -> None:
+        """Start the instance if it is not running; a fatal one gets a fresh restart budget.
+
+        Returns once the start is over: the process runs, or it failed to start (``exited``,
+        ``backoff`` or ``fatal``, with the reason).
+        """
+        async with self._lock:
+            if self.active and self.state is not State.FATAL:
+                return
+            goal = self._attempts + 1
+            if self.active:  # fatal: wake it with a clean slate
+                self._restart_state = RestartState()
+                self._wake.set()
+            else:
+                self._restart_state = RestartState()
+                self._wanted = True
+                self._stop_requested = False
+                self._runner = asyncio.create_task(self._run(), name=f"procvisor {self.name}")
+            runner = self._runner
+            assert runner is not None
+            while self._settled < goal and not runner.done():
+                await self._changed.wait()
+
+    async def stop(self) -> None:
+        """Stop it: ``pre_stop``, stop signal, ``stop_timeout``, SIGKILL, ``post_stop``."""
+        async with self._lock:
+            self._wanted = False
+            self._stop_requested = True
+            self._wake.set()
+            runner = self._runner
+            if runner is None:
+                return
+            proc = self._proc
+            if proc is not None and self.state in (State.STARTING, State.RUNNING):
+                await self._stop_process(proc, "stopped by user")
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            self._runner = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to the instance's process group; False when it is not running."""
+        proc = self._proc
+        if proc is None or not proc.running:
+            return False
+        proc.signal(sig)
+        return True
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the instance runs (and is healthy, when it has a probe)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.state is State.RUNNING and (
+                self.spec.health is None
+                or (self.health is not None and self.health.health is Health.HEALTHY)
+            ):
+                return True
+            if self.state is State.FATAL or not self.active:
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    async def _stop_process(self, proc: Process, why: str) -> None:
+        if self.state is State.RUNNING:
+            self._set_state(State.STOPPING, why)
+        await self._hook("pre_stop")
+        await proc.stop(self.spec.stop_timeout)
+
+    async def close(self) -> None:
+        """Stop and forget every task (the supervisor is shutting down or removing it)."""
+        await self.stop()
+        for task in list(self._side_tasks):
+            task.cancel()
+        for task in list(self._side_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the runner -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while self._wanted:
+                decision_delay = await self._run_once()
+                if decision_delay is None or not self._wanted:
+                    break
+                if decision_delay > 0:
+                    await self._sleep(decision_delay)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not leave a silent dead instance
+            log.exception("%s: supervisor error", self.name)
+            self._event("error", f"supervisor error: {exc!r}")
+            if self._proc is not None and self._proc.running:
+                await self._proc.stop(self.spec.stop_timeout)
+            self._force_state(State.FATAL, f"supervisor error: {exc!r}")
+        finally:
+            self._wanted = False
+            if self.state in (State.STARTING, State.RUNNING, State.STOPPING, State.BACKOFF):
+                self._force_state(State.STOPPED, self.reason)
+            elif self.state is State.FATAL and self._stop_requested:
+                self._set_state(State.STOPPED, "stopped by user")
+
+    def _force_state(self, new: State, reason: str) -> None:
+        """Leave any state for ``new`` (only on the runner's error and cancel paths)."""
+        self.state = new
+        self.reason = reason
+        self._settled = self._attempts
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {"PROCVISOR_SERVICE": self.spec.name, "PROCVISOR_INSTANCE": str(self.index)}
+        env.update(extra)
+        return env
+
+    async def _hook(self, which: str, **extra: str) -> bool:
+        argv = getattr(self.spec.hooks, which)
+        if argv is None:
+            return True
+        if self.pid is not None:
+            extra.setdefault("PROCVISOR_PID", str(self.pid))
+        outcome = await run_hook(
+            which,
+            argv,
+            timeout=self.spec.hooks.timeout,
+            env=self._env(**extra),
+            cwd=self.spec.cwd,
+        )
+        if not outcome.ok:
+            self._event("hook-failed", f"{which} hook failed: {outcome.detail}")
+        return outcome.ok
+
+    async def _run_once(self) -> float | None:
+        """One start and exit; return the delay before the next start, or None to stay down."""
+        spec = self.spec
+        self._attempts += 1
+        if self.state is State.FATAL and self._restart_state.breaker is BreakerState.OPEN:
+            # The cooldown is over (the runner slept until then): one trial start.
+            until = self._restart_state.open_until or 0.0
+            self._restart_state = on_cooldown_elapsed(
+                self._restart_state, max(time.monotonic(), until)
+            )
+            self._set_state(State.STARTING, "half-open: one trial start after the cooldown")
+        else:
+            self._set_state(State.STARTING)
+        if not await self._hook("pre_start"):
+            return self._after_exit(code=None, signal=None, uptime=0.0, why="pre_start hook failed")
+        if not self._wanted:
+            return None
+        try:
+            proc = await spawn(
+                spec.command,
+                cwd=spec.cwd,
+                env={**spec.env, **self._env()},
+                inherit_env=spec.inherit_env,
+                user=spec.user,
+                group=spec.group,
+                umask=spec.umask,
+                limits=spec.limits,
+                stop_signal=spec.stop_signal,
+                grace=spec.stop_timeout,
+                sinks=(self._log("stdout"), self._log("stderr")),
+            )
+        except SpawnError as exc:
+            return self._spawn_failed(exc)
+        self._proc = proc
+        self.pid = proc.pid
+        self.started_at = time.monotonic()
+        self.started_wall = time.time()
+        self._on_spawn(self)
+        self._set_state(State.RUNNING)
+        self._event("start", f"started, pid {proc.pid}", {"pid": proc.pid})
+        probe = None
+        if spec.health is not None:
+            self.health = HealthState(started=self.started_at)
+            probe = asyncio.create_task(self._probe_loop(proc), name=f"probe {self.name}")
+        if spec.hooks.post_start is not None:
+            self._side(self._hook("post_start"))
+        try:
+            result = await self._wait(proc)
+        finally:
+            if probe is not None:
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
+        uptime = time.monotonic() - self.started_at
+        self._proc = None
+        self._on_gone(self)
+        if self._stop_requested:
+            self.last_exit = ExitInfo(
+                self.pid,
+                result.returncode if result.signal is None else None,
+                result.signal,
+                time.time(),
+                "stopped by user",
+            )
+            self._event("stop", f"stopped ({_describe(result)})", _exit_data(result))
+            self._set_state(State.STOPPED, "stopped by user")
+            await self._hook("post_stop", PROCVISOR_EXIT_CODE=str(result.returncode))
+            self.pid = None
+            return None
+        why = self._unhealthy_restart
+        self._unhealthy_restart = ""
+        delay = self._after_exit(
+            code=result.returncode if result.signal is None else None,
+            signal=result.signal,
+            uptime=uptime,
+            why=why,
+            result=result,
+        )
+        self.pid = None
+        return delay
+
+    def _log(self, stream: str) -> RotatingLog:
+        size = self.spec.logs.max_size or sys.maxsize  # 0: never rotate
+        return RotatingLog(self.log_path(stream), size, self.spec.logs.backups)
+
+    async def _wait(self, proc: Process) -> Result:
+        try:
+            return await proc.wait()
+        except ProcessError as exc:  # a limit stopped it: the result is attached
+            assert exc.result is not None
+            return exc.result
+
+    def _side(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _spawn_failed(self, exc: SpawnError) -> float | None:
+        if exc.reason in _PERMANENT_SPAWN:
+            message = f"cannot start: {exc}"
+            self.last_exit = ExitInfo(None, None, None, time.time(), message)
+            self._set_state(State.EXITED, message)
+            retry_at = time.monotonic() + self.spec.restart.cooldown
+            self._restart_state = RestartState(
+                self._restart_state.failures,
+                self._restart_state.failed_starts + 1,
+                BreakerState.OPEN,
+                retry_at,
+            )
+            cooldown = format_duration(self.spec.restart.cooldown)
+            return self._go_fatal(f"{message}; fatal, one more try in {cooldown}", retry_at)
+        return self._after_exit(code=None, signal=None, uptime=0.0, why=f"cannot start: {exc}")
+
+    def _after_exit(
+        self,
+        *,
+        code: int | None,
+        signal: str | None,
+        uptime: float,
+        why: str = "",
+        result: Result | None = None,
+    ) -> float | None:
+        decision, self._restart_state = decide_restart(
+            self.spec.restart,
+            self._restart_state,
+            exit_code=code,
+            signal=signal,
+            uptime=uptime,
+            stopped_by_user=False,
+            now=time.monotonic(),
+            rand=self._rand.random(),
+        )
+        outcome, _, action = decision.reason.partition("; ")
+        if why:  # say what happened in our words, and what the policy does about it
+            outcome = why
+        reason = f"{outcome}; {action}" if action else outcome
+        self.last_exit = ExitInfo(self.pid, code, signal, time.time(), outcome)
+        if self.state is not State.EXITED:
+            self._set_state(State.EXITED, reason)
+        data = _exit_data(result) if result is not None else {}
+        self._event("exit", reason, {**data, "uptime": round(uptime, 3)})
+        if decision.failure and self.spec.hooks.on_failure is not None:
+            code_text = "" if code is None else str(code)
+            self._side(self._hook("on_failure", PROCVISOR_EXIT_CODE=code_text))
+        if not self._wanted:
+            return None
+        if decision.action is RestartAction.RESTART:
+            self.restarts += 1
+            if decision.delay > 0:
+                self._set_state(State.BACKOFF, reason)
+            return decision.delay
+        if decision.action is RestartAction.FATAL:
+            assert decision.retry_at is not None
+            return self._go_fatal(reason, decision.retry_at)
+        self._wanted = False
+        return None
+
+    def _go_fatal(self, reason: str, retry_at: float) -> float | None:
+        self._set_state(State.FATAL, reason)
+        self._event("fatal", reason)
+        return max(0.001, retry_at - time.monotonic())
+
+    async def _probe_loop(self, proc: Process) -> None:
+        spec = self.spec.health
+        assert spec is not None and self.health is not None
+        thresholds = HealthThresholds(
+            failure_threshold=spec.failure_threshold,
+            success_threshold=spec.success_threshold,
+            start_period=spec.start_period,
+        )
+        env = self._env(PROCVISOR_PID=str(proc.pid))
+        while proc.running:
+            outcome = await self._prober.check(spec, env=env, cwd=self.spec.cwd)
+            if not proc.running or self._stop_requested:
+                return
+            self.health, change = observe(
+                thresholds, self.health, outcome.ok, time.monotonic(), outcome.detail
+            )
+            if change is not None:
+                self._changed.set()
+                self._changed = asyncio.Event()
+                self._event(
+                    "health",
+                    f"{change.old.value} -> {change.new.value}: {change.reason}",
+                    {"health": change.new.value},
+                )
+                if change.new is Health.UNHEALTHY and spec.on_unhealthy == "restart":
+                    self._unhealthy_restart = f"unhealthy ({change.reason})"
+                    self._event("restart", f"restarting: {self._unhealthy_restart}")
+                    await self._stop_process(proc, self._unhealthy_restart)
+                    return
+            # Until the first verdict, probe at least every second (as Docker's
+            # start_interval): a fresh instance becomes healthy soon after it can.
+            fast = self.health.health is Health.UNKNOWN
+            await asyncio.sleep(min(spec.interval, 1.0) if fast else spec.interval)
+
+
+def _describe(result: Result) -> str:
+    if result.signal is not None:
+        return f"killed by {result.signal}"
+    if result.returncode is None:
+        return "exit status unknown"
+    return f"exit code {result.returncode}"
+
+
+def _exit_data(result: Result) -> dict[str, Any]:
+    return {"code": result.returncode, "signal": result.signal, "pid": result.pid}

@@ -1,0 +1,79 @@
+"""What the supervisor is told to run: plain, validated-elsewhere service specifications.
+
+The daemon builds these from the TOML config (``procvisor.daemon.config``); the supervisor
+never reads files. Durations are seconds, sizes bytes, signals numbers.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from procvisor.policy.restart import RestartPolicy
+from procvisor.process import Limits
+
+__all__ = ["HookSpec", "LogSpec", "ProbeSpec", "ServiceSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    """A health probe: ``http`` (GET ``url``, 2xx/3xx), ``tcp`` (connect), ``exec`` (exit 0)."""
+
+    type: Literal["http", "tcp", "exec"]
+    url: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    command: tuple[str, ...] | None = None
+    interval: float = 5.0
+    timeout: float = 2.0
+    start_period: float = 0.0
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    on_unhealthy: Literal["restart", "none"] = "restart"
+
+
+@dataclass(frozen=True, slots=True)
+class HookSpec:
+    """Commands run around an instance's life, each stopped after ``timeout`` seconds."""
+
+    pre_start: tuple[str, ...] | None = None
+    post_start: tuple[str, ...] | None = None
+    pre_stop: tuple[str, ...] | None = None
+    post_stop: tuple[str, ...] | None = None
+    on_failure: tuple[str, ...] | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSpec:
+    """Size-based rotation of an instance's stdout and stderr files."""
+
+    max_size: int = 10 * 1024 * 1024
+    backups: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """One ``[services.NAME]`` table, as the supervisor needs it."""
+
+    name: str
+    command: tuple[str, ...]
+    instances: int = 1
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    inherit_env: bool = True
+    user: str | int | None = None
+    group: str | int | None = None
+    umask: int | None = None
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    stop_signal: int = _signal.SIGTERM
+    stop_timeout: float = 10.0
+    depends_on: tuple[str, ...] = ()
+    autostart: bool = True
+    hooks: HookSpec = field(default_factory=HookSpec)
+    health: ProbeSpec | None = None
+    limits: Limits | None = None
+    logs: LogSpec = field(default_factory=LogSpec)
