@@ -35,7 +35,15 @@ EXPECTED = {
 def test_root_exports_exactly_the_public_names() -> None:
     assert set(procvisor.__all__) == EXPECTED
     public = {n for n in dir(procvisor) if not n.startswith("_")}
-    assert public - EXPECTED <= {"errors", "policy", "process", "cli", "daemon"}
+    assert public - EXPECTED <= {
+        "errors",
+        "policy",
+        "process",
+        "store",
+        "supervisor",
+        "cli",
+        "daemon",
+    }
 
 
 def test_every_export_resolves_and_is_documented() -> None:

@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from procvisor.cli._config import check_config
+from procvisor.cli._control import CONTROL_COMMANDS
 from procvisor.cli._run import as_usage_line, run_command
+from procvisor.cli._up import up_command
 
 
 class _Group(click.Group):
@@ -60,3 +62,6 @@ def main() -> None:
 
 main.add_command(run_command)
 main.add_command(check_config)
+for _command in CONTROL_COMMANDS:
+    main.add_command(_command)
+main.add_command(up_command)

@@ -509,7 +509,7 @@ class DaemonSection(_Section):
         default=None,
         description=(
             "File holding the bearer token the TCP listener requires. Default: "
-            "'<state_dir>/http.token', generated with mode 0600 on first start."
+            "'<state_dir>/token', generated with mode 0600 on first start."
         ),
     )
 
@@ -1274,6 +1274,29 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
     if not path.is_file():
         raise ConfigError.single(os.fspath(path), "", f"is not a file{origin}")
     return path
+
+
+def state_dir_of_file(config_path: str | os.PathLike[str]) -> Path:
+    """The state directory a config file names, read leniently: for a file that is invalid now.
+
+    A running daemon keeps its state dir while its file is being edited, so the CLI must still
+    find it then: only ``[daemon] state_dir`` is read (TOML syntax must hold), with the same
+    fallbacks as :func:`state_dir`.
+    """
+    base = Path(config_path).absolute().parent
+    try:
+        raw = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw = {}
+    daemon = raw.get("daemon")
+    value = daemon.get("state_dir") if isinstance(daemon, dict) else None
+    if isinstance(value, str) and value and "\0" not in value:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
+    from_env = os.environ.get(ENV_STATE_DIR)
+    if from_env:
+        return Path(from_env).expanduser().absolute()
+    return base / STATE_DIR_NAME
 
 
 def state_dir(config: Config, config_path: str | os.PathLike[str]) -> Path:

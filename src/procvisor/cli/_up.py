@@ -1,0 +1,57 @@
+"""``procvisor up``: start the supervisor daemon on a config file.
+
+Foreground by default (logs on stderr, for systemd and containers); ``-d`` detaches and
+returns once the daemon serves its API and has started its services. The config and the
+state directory are found as every other command finds them (``-c``, ``$PROCVISOR_CONFIG``,
+``./procvisor.toml``; ``[daemon] state_dir``, ``$PROCVISOR_STATE_DIR``, ``.procvisor/``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from procvisor.cli._run import as_usage_line
+
+__all__ = ["up_command"]
+
+
+class _UpCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise as_usage_line(exc, ctx) from None
+
+
+@click.command("up", cls=_UpCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="Config file (default: $PROCVISOR_CONFIG, else ./procvisor.toml).",
+)
+@click.option(
+    "-d",
+    "--detach",
+    is_flag=True,
+    help="Run in the background (pidfile and daemon.log in state_dir).",
+)
+@click.pass_context
+def up_command(ctx: click.Context, config_file: str | None, detach: bool) -> None:
+    """Start the daemon and every service with autostart; stop them all on SIGTERM or Ctrl-C."""
+    from procvisor.daemon._daemon import DaemonError, run_daemon  # noqa: PLC0415
+    from procvisor.daemon.config import ConfigError, find_config  # noqa: PLC0415
+
+    try:
+        code = run_daemon(Path(find_config(config_file)), detach=detach)
+    except ConfigError as exc:
+        for line in exc.lines():
+            click.echo(f"procvisor: {line}", err=True)
+        ctx.exit(2)
+    except DaemonError as exc:
+        click.echo(f"procvisor: {exc}", err=True)
+        ctx.exit(1)
+    ctx.exit(code)

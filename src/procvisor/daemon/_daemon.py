@@ -1,0 +1,390 @@
+"""``procvisor up``: the daemon process, wiring the supervisor, the store and the HTTP API.
+
+In order: take the state directory's lock (a second daemon on it is refused), become a child
+subreaper (orphans of services are ours to reap, as PID 1 in a container they are anyway),
+open the store, stop whatever a SIGKILLed predecessor left running, serve the API on the Unix
+socket (and the optional TCP listener), then start the services. Signals only set flags that
+the loop acts on: SIGTERM/SIGINT stop every service in reverse dependency order and exit 0
+(a second one kills what is still stopping), SIGHUP reloads the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from procvisor import __version__
+from procvisor.daemon._specs import service_specs
+from procvisor.daemon.config import Config, ConfigError, load_config, state_dir
+from procvisor.process import become_subreaper, reap_orphans
+from procvisor.store import Store, StoreError
+from procvisor.supervisor import Supervisor
+
+__all__ = ["DaemonError", "run_daemon"]
+
+log = logging.getLogger("procvisor.daemon")
+
+LOCK_NAME = "procvisor.lock"
+PID_NAME = "procvisor.pid"
+DB_NAME = "procvisor.db"
+LOG_DIR_NAME = "logs"
+DAEMON_LOG_NAME = "daemon.log"
+SOCKET_CHECK_INTERVAL = 2.0
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; the message is one line saying why and what to do."""
+
+
+_SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state directory with mode 0700 (and tighten it if it is wider)."""
+    from procvisor.daemon._server import SOCKET_NAME  # noqa: PLC0415
+
+    socket_path = os.fsencode(path / SOCKET_NAME)
+    if len(socket_path) > _SOCKET_PATH_MAX:
+        raise DaemonError(
+            f"state dir {path} is too deep for a Unix socket ({len(socket_path)} bytes, at most "
+            f"{_SOCKET_PATH_MAX}); set [daemon] state_dir or $PROCVISOR_STATE_DIR to a shorter path"
+        )
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as exc:
+        raise DaemonError(f"cannot use state dir {path}: {exc.strerror}") from None
+
+
+def take_lock(path: Path) -> int:
+    """Lock the state directory for this daemon; the fd stays open for its whole life."""
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = read_pid(path)
+        who = f" (pid {pid})" if pid else ""
+        raise DaemonError(
+            f"a daemon already runs for state dir {path}{who}; "
+            "use 'procvisor status', or 'procvisor down' to stop it"
+        ) from None
+    return fd
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int((path / PID_NAME).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class Daemon:
+    """One daemon: the supervisor, the store and the API on one asyncio loop."""
+
+    def __init__(self, config_path: Path, config: Config, state: Path) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.state_dir = state
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._ops = asyncio.Lock()
+        self._reap_pending = False
+        self.store: Store | None = None
+        self.supervisor: Supervisor | None = None
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def _on_stop_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping and self.supervisor is not None:
+            log.warning("%s again: killing what is still stopping", name)
+            self.supervisor.kill_all()
+            return
+        self.request_shutdown(name)
+
+    def request_shutdown(self, why: str) -> None:
+        if not self._stopping:
+            log.info("stopping all services (%s)", why)
+        self._stopping = True
+        self._stop.set()
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload_logged())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_logged(self) -> None:
+        try:
+            result = await self.reload()
+        except ConfigError as exc:
+            for line in exc.lines():
+                log.error("reload refused, nothing changed: %s", line)
+        else:
+            log.info("reloaded: %s", result)
+
+    def _on_sigchld(self) -> None:
+        if not self._reap_pending:
+            self._reap_pending = True
+            asyncio.get_running_loop().call_soon(self._reap)
+
+    def _reap(self) -> None:
+        self._reap_pending = False
+        for pid, code in reap_orphans():
+            log.debug("reaped orphan %d (%d)", pid, code)
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Read the config file again and apply the difference; a bad file changes nothing."""
+        async with self._ops:
+            config = load_config(self.config_path)
+            assert self.supervisor is not None
+            result = await self.supervisor.reload(service_specs(config))
+            self.config = config
+            return result.to_dict()
+
+    # -- the main coroutine -----------------------------------------------------------------
+
+    async def run(self, ready: Callable[[str | None], None]) -> int:
+        """Run until asked to stop; call ``ready(None)`` once serving, ``ready(error)`` if not."""
+        from procvisor.daemon._api import create_app  # noqa: PLC0415 - FastAPI is heavy
+        from procvisor.daemon._server import SOCKET_NAME, ApiServer  # noqa: PLC0415
+        from procvisor.daemon._token import load_or_create_token, token_path  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        try:
+            become_subreaper()
+        except OSError as exc:
+            log.warning("cannot become a child subreaper (%s); orphans go to init", exc)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
+        try:
+            self.store = Store(self.state_dir / DB_NAME)
+        except StoreError as exc:
+            ready(str(exc))
+            return 1
+        server: Any = None
+        try:
+            self.supervisor = Supervisor(
+                service_specs(self.config),
+                log_dir=self.state_dir / LOG_DIR_NAME,
+                store=self.store,
+            )
+            left = await self.supervisor.stop_leftovers()
+            if left:
+                log.warning("stopped %d processes left by a killed daemon", len(left))
+            control = Control(self)
+            http = self.config.daemon.http
+            http_app = None
+            if http is not None:
+                token = load_or_create_token(token_path(self.config, self.state_dir))
+                http_app = create_app(control, token=token)
+            server = ApiServer(
+                self.state_dir / SOCKET_NAME,
+                create_app(control),
+                http=(http.host, http.port) if http is not None else None,
+                http_app=http_app,
+            )
+            await server.start()
+            await self.supervisor.start_all()
+            ready(None)
+            log.info(
+                "procvisor %s up: %d services, API on %s",
+                __version__,
+                len(self.config.services),
+                self.state_dir / SOCKET_NAME,
+            )
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), SOCKET_CHECK_INTERVAL)
+                await server.check()
+            async with self._ops:
+                await self.supervisor.stop_all()
+            log.info("all services stopped; bye")
+            return 0
+        except BaseException as exc:
+            ready(f"{type(exc).__name__}: {exc}")
+            if self.supervisor is not None:
+                await self.supervisor.stop_all()
+            raise
+        finally:
+            if server is not None:
+                await server.close()
+            for task in self._tasks:
+                task.cancel()
+            self.store.close()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                loop.remove_signal_handler(signum)
+
+
+class Control:
+    """What the HTTP API may ask of the daemon (the ``Control`` protocol of ``_api``)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._d = daemon
+
+    @property
+    def _sup(self) -> Supervisor:
+        assert self._d.supervisor is not None
+        return self._d.supervisor
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "config": str(self._d.config_path.absolute()),
+            "state_dir": str(self._d.state_dir),
+            "started_at": self._d.started_at,
+        }
+
+    def status(self, service: str | None) -> list[dict[str, Any]]:
+        return self._sup.status(service)
+
+    async def start(self, targets: list[str]) -> list[str]:
+        async with self._d._ops:
+            return await self._sup.start(targets)
+
+    async def stop(self, targets: list[str]) -> list[str]:
+        async with self._d._ops:
+            return await self._sup.stop(targets)
+
+    async def restart(self, targets: list[str], rolling: bool) -> list[str]:
+        async with self._d._ops:
+            return await self._sup.restart(targets, rolling=rolling)
+
+    async def scale(self, service: str, instances: int) -> list[str]:
+        async with self._d._ops:
+            return await self._sup.scale(service, instances)
+
+    def signal(self, targets: list[str], sig: int) -> list[str]:
+        return self._sup.signal(targets, sig)
+
+    def log_files(self, target: str, stream: str) -> list[tuple[str, Path, int]]:
+        return self._sup.log_files(target, stream)
+
+    def events(self, service: str | None, limit: int, after: int | None) -> list[dict[str, Any]]:
+        if service is not None and service not in self._sup.specs:
+            self._sup.status(service)  # raises LookupError naming the services
+        assert self._d.store is not None
+        return [e.to_dict() for e in self._d.store.events(service, limit=limit, after=after)]
+
+    async def reload(self) -> dict[str, list[str]]:
+        return await self._d.reload()
+
+    def down(self) -> None:
+        self._d.request_shutdown("procvisor down")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _setup_logging(stream: Any) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s procvisor[%(process)d]: %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
+    root = logging.getLogger("procvisor")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def _serve(
+    config_path: Path, config: Config, state: Path, ready: Callable[[str | None], None]
+) -> int:
+    lock = take_lock(state)
+    pid_file = state / PID_NAME
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        daemon = Daemon(config_path, config, state)
+        return asyncio.run(daemon.run(ready))
+    finally:
+        with contextlib.suppress(OSError):
+            if read_pid(state) == os.getpid():
+                pid_file.unlink()
+        os.close(lock)
+
+
+def run_daemon(config_path: Path, *, detach: bool) -> int:
+    """Load the config and run the daemon; with ``detach``, in the background.
+
+    Returns the exit status. With ``detach`` the call returns once the daemon serves its API
+    and has started its services (or has failed to, with its reason printed).
+
+    Raises:
+        ConfigError: the config file is invalid.
+        DaemonError: the state dir is unusable or another daemon holds it.
+    """
+    config = load_config(config_path)  # errors name the file as the user did
+    config_path = config_path.absolute()  # the detached daemon runs in /; reload reads it
+    state = state_dir(config, config_path)
+    prepare_state_dir(state)
+    if not detach:
+        _setup_logging(sys.stderr)
+        return _serve(config_path, config, state, lambda error: None)
+    # Fail early, in the foreground, if another daemon holds the state dir.
+    os.close(take_lock(state))
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid > 0:
+        os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            message = pipe.read().decode(errors="replace").strip()
+        os.waitpid(pid, 0)
+        if message.startswith("ok "):
+            print(f"procvisor: daemon started (pid {message[3:]}), state dir {state}")
+            return 0
+        raise DaemonError(message or f"the daemon exited before it was ready; see {state}")
+    # The first child: a new session, then the daemon as its child, so it is no session leader.
+    os.close(r)
+    code = 1
+    try:
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        out = os.open(state / DAEMON_LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.chdir("/")
+        _setup_logging(sys.stderr)
+
+        def ready(error: str | None) -> None:
+            nonlocal w
+            if w < 0:
+                return
+            with contextlib.suppress(OSError):
+                os.write(w, (f"ok {os.getpid()}" if error is None else error).encode())
+            os.close(w)
+            w = -1
+
+        try:
+            code = _serve(config_path, config, state, ready)
+        except DaemonError as exc:
+            ready(str(exc))
+        except BaseException as exc:  # report, never leave the parent waiting
+            ready(f"{type(exc).__name__}: {exc}")
+            log.exception("daemon failed")
+        ready("the daemon stopped before it was ready")
+    finally:
+        os._exit(code)

@@ -1,0 +1,73 @@
+"""From the config file's models to the supervisor's service specifications."""
+
+from __future__ import annotations
+
+from procvisor.daemon.config import Config, Service
+from procvisor.policy.restart import Backoff, RestartMode, RestartPolicy
+from procvisor.supervisor import HookSpec, LogSpec, ProbeSpec, ServiceSpec
+
+__all__ = ["service_specs"]
+
+
+def _spec(name: str, s: Service) -> ServiceSpec:
+    health = None
+    if s.health is not None:
+        h = s.health
+        health = ProbeSpec(
+            type=h.type,
+            url=getattr(h, "url", None),
+            host=getattr(h, "host", "127.0.0.1"),
+            port=getattr(h, "port", None),
+            command=getattr(h, "command", None),
+            interval=h.interval,
+            timeout=h.timeout,
+            start_period=h.start_period,
+            failure_threshold=h.failure_threshold,
+            success_threshold=h.success_threshold,
+            on_unhealthy=h.on_unhealthy,
+        )
+    return ServiceSpec(
+        name=name,
+        command=s.command,
+        instances=s.instances,
+        cwd=s.cwd,
+        env=dict(s.env),
+        inherit_env=s.inherit_env,
+        user=s.user,
+        group=s.group,
+        umask=s.umask,
+        restart=RestartPolicy(
+            restart=RestartMode(s.restart),
+            success_exit_codes=frozenset(s.success_exit_codes),
+            min_uptime=s.min_uptime,
+            backoff=Backoff(
+                initial=s.backoff.initial,
+                max=s.backoff.max,
+                multiplier=s.backoff.multiplier,
+                jitter=s.backoff.jitter,
+            ),
+            max_restarts=s.max_restarts,
+            restart_window=s.restart_window,
+            cooldown=s.cooldown,
+        ),
+        stop_signal=s.stop_signal,
+        stop_timeout=s.stop_timeout,
+        depends_on=s.depends_on,
+        autostart=s.autostart,
+        hooks=HookSpec(
+            pre_start=s.hooks.pre_start,
+            post_start=s.hooks.post_start,
+            pre_stop=s.hooks.pre_stop,
+            post_stop=s.hooks.post_stop,
+            on_failure=s.hooks.on_failure,
+            timeout=s.hooks.timeout,
+        ),
+        health=health,
+        limits=s.limits,
+        logs=LogSpec(max_size=s.logs.max_size, backups=s.logs.backups),
+    )
+
+
+def service_specs(config: Config) -> list[ServiceSpec]:
+    """The config's services as specs, in the file's order."""
+    return [_spec(name, service) for name, service in config.services.items()]

@@ -1,0 +1,241 @@
+"""``procvisor up`` end to end: the real daemon, real services, driven by the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers import pid_alive, wait_for
+
+PROCVISOR = [sys.executable, "-m", "procvisor"]
+SLEEPER = f'["{sys.executable}", "-c", "import time; time.sleep(600)"]'
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Short on purpose: the control socket's path must fit in 107 bytes.
+    path = Path(tempfile.mkdtemp(prefix="pvd", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_config(workdir: Path, body: str) -> Path:
+    config = workdir / "procvisor.toml"
+    config.write_text(textwrap.dedent(body))
+    return config
+
+
+def cli(workdir: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PROCVISOR, *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env={**os.environ, "PROCVISOR_CONFIG": "", "PROCVISOR_STATE_DIR": ""},
+    )
+
+
+def status(workdir: Path) -> dict[str, dict]:
+    out = cli(workdir, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    return {row["name"]: row for row in json.loads(out.stdout)}
+
+
+def all_running(workdir: Path, names: set[str]) -> dict[str, dict] | None:
+    out = cli(workdir, "status", "--json")
+    if out.returncode != 0:
+        return None
+    rows = {row["name"]: row for row in json.loads(out.stdout)}
+    ok = set(rows) == names and all(r["state"] == "running" for r in rows.values())
+    return rows if ok else None
+
+
+class Daemon:
+    """A foreground ``procvisor up`` started by a test, always gone after it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [*PROCVISOR, "up"],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, err
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.stop()  # also closes the pipes of one that has exited
+
+
+TWO = f"""
+[services.db]
+command = {SLEEPER}
+stop_timeout = "5s"
+
+[services.app]
+command = {SLEEPER}
+instances = 2
+depends_on = ["db"]
+"""
+
+
+def test_up_runs_services_and_sigterm_stops_them_then_exits_0(workdir, daemons) -> None:
+    write_config(workdir, TWO)
+    d = Daemon(workdir)
+    daemons.append(d)
+    rows = wait_for(lambda: all_running(workdir, {"db:0", "app:0", "app:1"}), timeout=20)
+    pids = [r["pid"] for r in rows.values()]
+    assert all(pid_alive(p) for p in pids)
+    assert {p.pid for p in psutil.Process(d.pid).children()} >= set(pids)
+    code, err = d.stop()
+    assert code == 0, err
+    assert not any(pid_alive(p) for p in pids)
+    # Dependents stop before their dependencies.
+    stops = [line for line in err.splitlines() if ": stop: " in line]
+    assert stops[-1].split("]: ")[1].startswith("db:0: stop")
+    assert (workdir / ".procvisor").stat().st_mode & 0o777 == 0o700
+    assert not (workdir / ".procvisor" / "procvisor.sock").exists()
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(workdir, daemons) -> None:
+    write_config(workdir, TWO)
+    daemons.append(Daemon(workdir))
+    wait_for(lambda: all_running(workdir, {"db:0", "app:0", "app:1"}), timeout=20)
+    second = cli(workdir, "up")
+    assert second.returncode == 1
+    assert second.stderr.startswith("procvisor: a daemon already runs for state dir ")
+    assert len(second.stderr.splitlines()) == 1
+
+
+def test_detach_then_status_then_down(workdir) -> None:
+    write_config(workdir, TWO)
+    up = cli(workdir, "up", "-d")
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.startswith("procvisor: daemon started (pid ")
+    daemon_pid = int((workdir / ".procvisor" / "procvisor.pid").read_text())
+    try:
+        rows = status(workdir)
+        assert {r["state"] for r in rows.values()} == {"running"}
+        table = cli(workdir, "status").stdout.splitlines()
+        assert table[0].split()[:3] == ["NAME", "STATE", "PID"]
+        pids = [r["pid"] for r in rows.values()]
+    finally:
+        down = cli(workdir, "down")
+    assert down.returncode == 0, down.stderr
+    assert not pid_alive(daemon_pid)
+    assert not any(pid_alive(p) for p in pids)
+    assert not (workdir / ".procvisor" / "procvisor.pid").exists()
+    again = cli(workdir, "status")
+    assert again.returncode == 3
+    assert "no daemon running" in again.stderr and "procvisor up" in again.stderr
+
+
+def test_reload_applies_the_difference_and_refuses_a_bad_file(workdir, daemons) -> None:
+    config = write_config(workdir, TWO)
+    d = Daemon(workdir)
+    daemons.append(d)
+    before = wait_for(lambda: all_running(workdir, {"db:0", "app:0", "app:1"}), timeout=20)
+    # A bad file changes nothing and says why.
+    config.write_text(TWO + "\n[services.bad]\ncomand = 'x'\n")
+    bad = cli(workdir, "reload")
+    assert bad.returncode == 2
+    assert "services.bad.comand" in bad.stderr and "did you mean 'command'" in bad.stderr
+    assert {n: r["pid"] for n, r in status(workdir).items()} == {
+        n: r["pid"] for n, r in before.items()
+    }
+    # Drop app, add web; db untouched keeps its pid. Then SIGHUP applies a scale.
+    config.write_text(
+        f'[services.db]\ncommand = {SLEEPER}\nstop_timeout = "5s"\n\n'
+        f"[services.web]\ncommand = {SLEEPER}\n"
+    )
+    ok = cli(workdir, "reload")
+    assert ok.returncode == 0, ok.stderr
+    after = wait_for(lambda: all_running(workdir, {"db:0", "web:0"}), timeout=20)
+    assert after["db:0"]["pid"] == before["db:0"]["pid"]
+    assert not pid_alive(before["app:0"]["pid"])
+    config.write_text(
+        f'[services.db]\ncommand = {SLEEPER}\nstop_timeout = "5s"\n\n'
+        f"[services.web]\ncommand = {SLEEPER}\ninstances = 2\n"
+    )
+    os.kill(d.pid, signal.SIGHUP)
+    final = wait_for(lambda: all_running(workdir, {"db:0", "web:0", "web:1"}), timeout=20)
+    assert final["web:0"]["pid"] == after["web:0"]["pid"]
+
+
+def test_after_a_sigkill_the_next_daemon_stops_the_leftovers(workdir, daemons) -> None:
+    write_config(workdir, TWO)
+    first = Daemon(workdir)
+    daemons.append(first)
+    old = wait_for(lambda: all_running(workdir, {"db:0", "app:0", "app:1"}), timeout=20)
+    os.kill(first.pid, signal.SIGKILL)
+    first.proc.wait(timeout=10)
+    assert all(pid_alive(r["pid"]) for r in old.values())  # orphaned, still running
+    daemons.append(Daemon(workdir))
+    new = wait_for(lambda: all_running(workdir, {"db:0", "app:0", "app:1"}), timeout=20)
+    assert not any(pid_alive(r["pid"]) for r in old.values())
+    for r in old.values():  # orphaned to this test process (a subreaper): ours to reap
+        os.waitpid(r["pid"], 0)
+    assert {r["pid"] for r in new.values()}.isdisjoint(r["pid"] for r in old.values())
+    kinds = json.loads(cli(workdir, "events", "--json", "-n", "100").stdout)
+    assert sum(e["kind"] == "leftover" for e in kinds) == 3
+
+
+def test_a_deleted_socket_comes_back(workdir, daemons) -> None:
+    write_config(workdir, TWO)
+    daemons.append(Daemon(workdir))
+    wait_for(lambda: all_running(workdir, {"db:0", "app:0", "app:1"}), timeout=20)
+    sock = workdir / ".procvisor" / "procvisor.sock"
+    sock.unlink()
+    wait_for(lambda: sock.exists() and cli(workdir, "status").returncode == 0, timeout=15)
+
+
+def test_orphans_of_services_are_reaped_by_the_daemon(workdir, daemons) -> None:
+    # The service leaves a process that escapes its group (setsid) and exits later: the
+    # daemon, a child subreaper, inherits it and must reap it, or zombies pile up.
+    escape = "(setsid sleep 1 &); exec sleep 600"
+    write_config(workdir, f'[services.forky]\ncommand = ["/bin/sh", "-c", "{escape}"]\n')
+    d = Daemon(workdir)
+    daemons.append(d)
+    wait_for(lambda: all_running(workdir, {"forky:0"}), timeout=20)
+    daemon = psutil.Process(d.pid)
+
+    def adopted() -> list[psutil.Process]:
+        return [k for k in daemon.children() if k.cmdline() == ["sleep", "1"]]
+
+    orphan = wait_for(adopted, timeout=10)[0]
+    wait_for(lambda: not pid_alive(orphan.pid) and not adopted(), timeout=10)
+    assert not any(k.status() == psutil.STATUS_ZOMBIE for k in daemon.children())
+
+
+def test_a_bad_config_is_one_line_per_problem_and_exit_2(workdir) -> None:
+    write_config(workdir, "[services.a]\ncommand = []\nrestart = 'sometimes'\n")
+    out = cli(workdir, "up")
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert all(line.startswith("procvisor: procvisor.toml: services.a.") for line in lines)
+    assert len(lines) == 2
