@@ -29,13 +29,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from procvisor.errors import ProcessError, TimeoutExpired
 from procvisor.policy.units import format_duration
 from procvisor.process import Result, arun
 from procvisor.supervisor._spec import ProbeSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ProbeOutcome", "Prober"]
 
@@ -128,6 +130,8 @@ def _validate(spec: ProbeSpec) -> None:
     if spec.type == "http":
         if not spec.url:
             raise ValueError("http probe: url is required, e.g. 'http://127.0.0.1:8080/health'")
+        import httpx  # noqa: PLC0415 - ~5 MiB of RSS, paid only by daemons with http probes
+
         try:
             url = httpx.URL(spec.url)
         except httpx.InvalidURL as exc:
@@ -174,6 +178,8 @@ class Prober:
             await client.aclose()
 
     def _http_client(self) -> httpx.AsyncClient:
+        import httpx  # noqa: PLC0415
+
         if self._client is None:
             self._client = httpx.AsyncClient(
                 trust_env=False,
@@ -216,6 +222,8 @@ class Prober:
         return ProbeOutcome(ok, detail, time.monotonic() - started)
 
     async def _http(self, spec: ProbeSpec) -> tuple[bool, str]:
+        import httpx  # noqa: PLC0415
+
         assert spec.url is not None
         client = self._http_client()
         try:
