@@ -11,13 +11,20 @@ Layers, each importing only those below it (see DESIGN.md)::
 This module re-exports only what users call.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from procvisor.errors import (
+    DeadlineExpired,
     LimitExceeded,
     NonZeroExit,
+    PoolError,
     ProcessError,
+    RemoteTraceback,
     Signaled,
     SpawnError,
+    TaskTimeout,
     TimeoutExpired,
+    WorkerCrashed,
 )
 from procvisor.process import (
     Command,
@@ -35,10 +42,28 @@ from procvisor.process import (
     spawn,
 )
 
+if TYPE_CHECKING:
+    from procvisor.pool import AsyncPool, Pool, PoolStats
+
 __version__ = "0.1.0"
 
+_LAZY = {"AsyncPool", "Pool", "PoolStats"}
+
+
+def __getattr__(name: str) -> Any:
+    # The pool layer (threads, selectors, concurrent.futures) loads on first use, so that
+    # `procvisor run` and `import procvisor` for run() pay nothing for it.
+    if name in _LAZY:
+        from procvisor import pool  # noqa: PLC0415
+
+        return getattr(pool, name)
+    raise AttributeError(f"module 'procvisor' has no attribute {name!r}")
+
+
 __all__ = [
+    "AsyncPool",
     "Command",
+    "DeadlineExpired",
     "LimitExceeded",
     "Limits",
     "Metrics",
@@ -46,13 +71,19 @@ __all__ = [
     "OutputLine",
     "Pipeline",
     "PipelineResult",
+    "Pool",
+    "PoolError",
+    "PoolStats",
     "Process",
     "ProcessError",
+    "RemoteTraceback",
     "Result",
     "Signaled",
     "SpawnError",
+    "TaskTimeout",
     "TimeoutExpired",
     "Usage",
+    "WorkerCrashed",
     "__version__",
     "arun",
     "cmd",

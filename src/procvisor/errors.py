@@ -7,7 +7,13 @@ Two roots keep "the operation failed" apart from "you used the API wrongly"::
     ├── TimeoutExpired           ran past the ``timeout`` it was given; it was stopped
     ├── LimitExceeded            went over one of its ``Limits``; it was stopped
     ├── NonZeroExit              exited with a non-zero code (only with ``check=True``)
-    └── Signaled                 was killed by a signal (only with ``check=True``)
+    ├── Signaled                 was killed by a signal (only with ``check=True``)
+    └── PoolError                a pool task did not complete
+        ├── TaskTimeout          ran past its ``timeout``; its worker was killed and replaced
+        ├── WorkerCrashed        its worker died (.exit_code, .signal); the pool goes on
+        └── DeadlineExpired      not started before its ``deadline``; it never ran
+
+    RemoteTraceback              the ``__cause__`` of a task's exception: the worker's traceback
 
     ValueError / TypeError       bad arguments: empty argv, NUL bytes, invalid limits, ...
 
@@ -25,12 +31,17 @@ if TYPE_CHECKING:
     from procvisor.process._result import Result
 
 __all__ = [
+    "DeadlineExpired",
     "LimitExceeded",
     "NonZeroExit",
+    "PoolError",
     "ProcessError",
+    "RemoteTraceback",
     "Signaled",
     "SpawnError",
+    "TaskTimeout",
     "TimeoutExpired",
+    "WorkerCrashed",
 ]
 
 
@@ -246,3 +257,51 @@ class Signaled(ProcessError):
 
     def _kwargs(self) -> dict[str, Any]:
         return {**super()._kwargs(), "signal": self.signal, "stage": self.stage}
+
+
+class PoolError(ProcessError):
+    """A task submitted to a pool did not complete."""
+
+
+class TaskTimeout(PoolError):
+    """The task ran past its ``timeout``; the worker running it was killed and replaced."""
+
+
+class DeadlineExpired(PoolError):
+    """The task was not started before its ``deadline``; it never ran."""
+
+
+class WorkerCrashed(PoolError):
+    """The worker running the task died; only this task failed, the worker was replaced.
+
+    Attributes:
+        exit_code: the worker's exit code, or ``None`` if a signal killed it (or unknown).
+        signal: the name of the signal that killed it (``"SIGKILL"``), or ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        command: tuple[str, ...] | list[str] | None = None,
+        result: Result | None = None,
+    ) -> None:
+        super().__init__(message, command=command, result=result)
+        self.exit_code = exit_code
+        self.signal = signal
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "exit_code": self.exit_code, "signal": self.signal}
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text (set as ``__cause__``)."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb

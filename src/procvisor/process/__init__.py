@@ -7,6 +7,7 @@ Everything above it (supervisor, pool, jobs) starts processes through this layer
 """
 
 from procvisor.process._api import DEFAULT_MAX_OUTPUT, Metrics, Process, arun, run, spawn
+from procvisor.process._child import Child, start_child
 from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
 from procvisor.process._group import group_members, group_pids
 from procvisor.process._limits import Limits
@@ -18,6 +19,7 @@ from procvisor.process._spawn import rlimit_method
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",
+    "Child",
     "Command",
     "Limits",
     "Metrics",
@@ -40,4 +42,5 @@ __all__ = [
     "run",
     "signal_name",
     "spawn",
+    "start_child",
 ]

@@ -1,0 +1,12 @@
+"""Pools of persistent worker processes for many small tasks.
+
+:class:`Pool` (a :class:`concurrent.futures.Executor`) and :class:`AsyncPool` run Python
+callables in fresh worker interpreters started through the ``process`` layer, with
+priorities, per-task timeouts, deadlines, retries and worker hygiene; a worker that dies
+fails only its own task and is replaced. Queue order and balancing choices are pure
+decisions in ``policy`` (:mod:`procvisor.policy.taskqueue`, :mod:`procvisor.policy.balance`).
+"""
+
+from procvisor.pool._pool import AsyncPool, Pool, PoolStats
+
+__all__ = ["AsyncPool", "Pool", "PoolStats"]
