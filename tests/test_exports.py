@@ -10,6 +10,7 @@ import procvisor.process
 
 EXPECTED = {
     "AsyncPool",
+    "Balancer",
     "Command",
     "DeadlineExpired",
     "LimitExceeded",
@@ -48,6 +49,7 @@ def test_root_exports_exactly_the_public_names() -> None:
         "policy",
         "process",
         "store",
+        "pool",
         "supervisor",
         "cli",
         "daemon",

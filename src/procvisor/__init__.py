@@ -11,7 +11,7 @@ Layers, each importing only those below it (see DESIGN.md)::
 This module re-exports only what users call.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from procvisor.errors import (
     DeadlineExpired,
@@ -42,15 +42,15 @@ from procvisor.process import (
     spawn,
 )
 
-if TYPE_CHECKING:
-    from procvisor.pool import AsyncPool, Pool, PoolStats
+if _typing.TYPE_CHECKING:
+    from procvisor.pool import AsyncPool, Balancer, Pool, PoolStats
 
 __version__ = "0.1.0"
 
-_LAZY = {"AsyncPool", "Pool", "PoolStats"}
+_LAZY = {"AsyncPool", "Balancer", "Pool", "PoolStats"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     # The pool layer (threads, selectors, concurrent.futures) loads on first use, so that
     # `procvisor run` and `import procvisor` for run() pay nothing for it.
     if name in _LAZY:
@@ -62,6 +62,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncPool",
+    "Balancer",
     "Command",
     "DeadlineExpired",
     "LimitExceeded",

@@ -732,7 +732,7 @@ def test_invalid_sizes_and_limits_are_value_errors_naming_the_field(
     kwargs: dict[str, object], field: str
 ) -> None:
     with pytest.raises(ValueError, match=field):
-        Pool(**kwargs)  # type: ignore[arg-type]
+        Pool(**kwargs)
 
 
 # --- Stats ------------------------------------------------------------------------------------

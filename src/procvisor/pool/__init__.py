@@ -7,6 +7,8 @@ fails only its own task and is replaced. Queue order and balancing choices are p
 decisions in ``policy`` (:mod:`procvisor.policy.taskqueue`, :mod:`procvisor.policy.balance`).
 """
 
+from procvisor.policy.balance import NoHealthyPool
+from procvisor.pool._balancer import Balancer
 from procvisor.pool._pool import AsyncPool, Pool, PoolStats
 
-__all__ = ["AsyncPool", "Pool", "PoolStats"]
+__all__ = ["AsyncPool", "Balancer", "NoHealthyPool", "Pool", "PoolStats"]

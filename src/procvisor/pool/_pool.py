@@ -339,6 +339,11 @@ class Pool(cf.Executor):
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
 
+    @property
+    def healthy(self) -> bool:
+        """False once shut down, or while its workers keep failing to start."""
+        return not self._closed and self._start_failures < _START_FAILURES
+
     def pids(self) -> list[int]:
         """The pids of the current workers."""
         with self._lock:
