@@ -217,7 +217,7 @@ def test_a_deleted_socket_comes_back(workdir, daemons) -> None:
 def test_orphans_of_services_are_reaped_by_the_daemon(workdir, daemons) -> None:
     # The service leaves a process that escapes its group (setsid) and exits later: the
     # daemon, a child subreaper, inherits it and must reap it, or zombies pile up.
-    escape = "(setsid sleep 1 &); exec sleep 600"
+    escape = "(setsid sleep 4 &); exec sleep 600"
     write_config(workdir, f'[services.forky]\ncommand = ["/bin/sh", "-c", "{escape}"]\n')
     d = Daemon(workdir)
     daemons.append(d)
@@ -225,7 +225,7 @@ def test_orphans_of_services_are_reaped_by_the_daemon(workdir, daemons) -> None:
     daemon = psutil.Process(d.pid)
 
     def adopted() -> list[psutil.Process]:
-        return [k for k in daemon.children() if k.cmdline() == ["sleep", "1"]]
+        return [k for k in daemon.children() if k.cmdline() == ["sleep", "4"]]
 
     orphan = wait_for(adopted, timeout=10)[0]
     wait_for(lambda: not pid_alive(orphan.pid) and not adopted(), timeout=10)

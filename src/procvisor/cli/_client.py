@@ -118,7 +118,7 @@ class Location:
     @property
     def socket_path(self) -> Path:
         """The daemon's control socket."""
-        from procvisor.daemon._server import SOCKET_NAME  # noqa: PLC0415
+        from procvisor.daemon.config import SOCKET_NAME  # noqa: PLC0415
 
         return self.state_dir / SOCKET_NAME
 
@@ -138,8 +138,8 @@ def locate(config_file: str | None) -> Location:
         InvalidConfig: the config file is missing or invalid, one line per problem.
     """
     # Imported here: pydantic and the models cost ~100 ms, which `procvisor --help` should not.
-    from procvisor.daemon._server import SOCKET_NAME  # noqa: PLC0415
     from procvisor.daemon.config import (  # noqa: PLC0415
+        SOCKET_NAME,
         ConfigError,
         find_config,
         load_config,

@@ -29,10 +29,10 @@ from types import TracebackType
 import uvicorn
 from starlette.types import ASGIApp
 
+from procvisor.daemon.config import SOCKET_NAME
+
 __all__ = ["SOCKET_NAME", "ApiServer"]
 
-SOCKET_NAME = "procvisor.sock"
-"""The control socket's name in the state directory."""
 
 _BACKLOG = 128
 _log = logging.getLogger("procvisor.daemon.api")
@@ -57,6 +57,28 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         self.listening.set()
+
+    # uvicorn's main loop wakes every 100 ms to look at should_exit (10 wakeups a second
+    # with nothing to do, the largest part of an idle daemon's CPU): wait for it instead.
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        if value:
+            self._exit_event().set()
+
+    def _exit_event(self) -> asyncio.Event:
+        if not hasattr(self, "_exit"):
+            self._exit = asyncio.Event()
+        return self._exit
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)  # the default headers, once (no Date header to refresh)
+        if not self.should_exit:
+            await self._exit_event().wait()
 
 
 @dataclass(eq=False)
@@ -236,6 +258,7 @@ class ApiServer:
             ws="none",
             proxy_headers=False,
             server_header=False,
+            date_header=False,
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"procvisor-api-{name}")

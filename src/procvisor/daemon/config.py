@@ -99,6 +99,9 @@ ENV_CONFIG = "PROCVISOR_CONFIG"
 ENV_STATE_DIR = "PROCVISOR_STATE_DIR"
 """Environment variable naming the state directory (``[daemon] state_dir`` wins over it)."""
 STATE_DIR_NAME = ".procvisor"
+
+SOCKET_NAME = "procvisor.sock"
+"""The control socket's name in the state directory."""
 """The state directory's name beside the config file when nothing else names one."""
 
 _SHELL = ("/bin/sh", "-c")

@@ -86,10 +86,11 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class InstanceRecord:
-    """A running instance the daemon may re-adopt after a restart.
+    """A running instance, recorded so that the next daemon finds it after a crash.
 
-    ``create_time`` is psutil's ``create_time()`` of the process: a pid whose process has
-    another create time was reused and is not ours. ``started`` is wall-clock time.
+    ``create_time`` is when the process started, as its recorder measures it (the supervisor
+    uses clock ticks since boot from ``/proc/PID/stat``): a pid whose process has another start
+    time was reused and is not ours. ``started`` is wall-clock time.
     """
 
     service: str

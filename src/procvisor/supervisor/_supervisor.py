@@ -106,9 +106,8 @@ class Supervisor:
 
     def _on_spawn(self, inst: Instance) -> None:
         assert inst.pid is not None
-        try:
-            created = psutil.Process(inst.pid).create_time()
-        except psutil.Error:
+        created = start_ticks(inst.pid)
+        if created is None:
             return  # already gone: nothing to find after a crash
         self._store.record_instance(
             InstanceRecord(inst.service, inst.index, inst.pid, created, time.time())
@@ -339,10 +338,9 @@ class Supervisor:
         for rec in self._store.instances():
             self._store.forget_instance(rec.service, rec.instance)
             try:
-                same = abs(psutil.Process(rec.pid).create_time() - rec.create_time) < 0.01
-                if not same or os.getpgid(rec.pid) != rec.pid:
-                    continue
-            except (psutil.Error, ProcessLookupError):
+                if start_ticks(rec.pid) != rec.create_time or os.getpgid(rec.pid) != rec.pid:
+                    continue  # gone, or the pid now belongs to another process
+            except ProcessLookupError:
                 continue
             spec = self._services.get(rec.service)
             sig = spec.spec.stop_signal if spec else signal.SIGTERM
@@ -380,8 +378,8 @@ class Supervisor:
             if inst.pid is not None:
                 cpu, rss = 0.0, 0
                 for pid in groups.get(inst.pid, [inst.pid]):
-                    proc = self._ps.get(pid) or psutil.Process(pid)
-                    with contextlib.suppress(psutil.Error):
+                    with contextlib.suppress(psutil.Error):  # it may be gone by now
+                        proc = self._ps.get(pid) or psutil.Process(pid)
                         with proc.oneshot():
                             cpu += proc.cpu_percent()
                             rss += proc.memory_info().rss
@@ -415,3 +413,18 @@ async def _stop_group(pgid: int, sig: int, grace: float) -> None:
             deadline = float("inf")
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.1)
+
+
+def start_ticks(pid: int) -> float | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``), or None if gone.
+
+    With the pid it names one process for the life of the machine: a reused pid has another
+    start time. One read of /proc, cheaper than psutil's create_time (which also reads
+    /proc/stat for the boot time) on the path of every spawn.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return float(stat[stat.rfind(b")") + 2 :].split()[19])
