@@ -117,6 +117,7 @@ class _Worker:
     tasks: deque[_Task] = field(default_factory=deque)
     head_since: float = 0.0
     ready: bool = False
+    writing: bool = False  # its input pipe is registered for writability
     retiring: bool = False
     done_tasks: int = 0
     idle_since: float = 0.0
@@ -622,17 +623,12 @@ class Pool(cf.Executor):
             w.out.clear()
             return  # it died; its exit fd tells us
         del w.out[:n]
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if w.out else 0)
-        key = self._sel.get_key(w.rfd)
-        if w.out and key.events != want:
-            self._sel.unregister(w.rfd)
-            self._sel.register(w.rfd, selectors.EVENT_READ, ("r", w))
-            with contextlib.suppress(KeyError):
-                self._sel.unregister(w.wfd)
+        if w.out and not w.writing:  # the pipe is full: finish when it drains
             self._sel.register(w.wfd, selectors.EVENT_WRITE, ("w", w))
-        elif not w.out:
-            with contextlib.suppress(KeyError):
-                self._sel.unregister(w.wfd)
+            w.writing = True
+        elif not w.out and w.writing:
+            self._sel.unregister(w.wfd)
+            w.writing = False
 
     # -- results and exits ----------------------------------------------------------------
 

@@ -29,9 +29,9 @@ import signal
 import struct
 import sys
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # not imported at run time: every millisecond of a worker's start counts
+TYPE_CHECKING = False  # not `from typing import`: typing costs ~5 ms of a worker's start
+if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
