@@ -239,3 +239,26 @@ def test_a_bad_config_is_one_line_per_problem_and_exit_2(workdir) -> None:
     lines = out.stderr.splitlines()
     assert all(line.startswith("procvisor: procvisor.toml: services.a.") for line in lines)
     assert len(lines) == 2
+
+
+def test_more_services_than_the_inherited_open_files_limit_allows(workdir, daemons) -> None:
+    # 60 services hold ~300 fds; the daemon is started with a soft limit of 256 and must
+    # raise its own limit (as supervisord's minfds) instead of failing at os.pipe().
+    import resource  # noqa: PLC0415
+
+    names = [f"s{i}" for i in range(60)]
+    body = "".join(f"[services.{n}]\ncommand = {SLEEPER}\n" for n in names)
+    write_config(workdir, body)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    d = Daemon.__new__(Daemon)
+    d.proc = subprocess.Popen(
+        ["prlimit", f"--nofile=256:{hard}", *PROCVISOR, "up"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    d.pid = d.proc.pid
+    daemons.append(d)
+    wait_for(lambda: all_running(workdir, {f"{n}:0" for n in names}), timeout=30)

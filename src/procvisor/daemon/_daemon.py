@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -63,6 +64,23 @@ def prepare_state_dir(path: Path) -> None:
             path.chmod(0o700)
     except OSError as exc:
         raise DaemonError(f"cannot use state dir {path}: {exc.strerror}") from None
+
+
+_MIN_OPEN_FILES = 65536
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE towards the hard one (as supervisord's ``minfds``).
+
+    The daemon holds five fds per instance (two pipes, a pidfd, two log files): under the
+    common soft limit of 1024 it would run out at about 200 services. Services inherit the
+    raised limit unless their ``limits.open_files`` says otherwise.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = _MIN_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, _MIN_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def take_lock(path: Path) -> int:
@@ -312,6 +330,7 @@ def _serve(
     config_path: Path, config: Config, state: Path, ready: Callable[[str | None], None]
 ) -> int:
     lock = take_lock(state)
+    raise_open_files_limit()
     pid_file = state / PID_NAME
     pid_file.write_text(f"{os.getpid()}\n")
     try:
