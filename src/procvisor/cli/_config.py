@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import click
 
-from procvisor.cli._run import as_usage_line
+from procvisor.cli._run import OneLineCommand
 
 __all__ = ["EXIT_INVALID", "check_config"]
 
@@ -21,19 +21,9 @@ EXIT_INVALID = 2
 """The config file is missing, unreadable or invalid (as for a usage error)."""
 
 
-class _CheckConfigCommand(click.Command):
-    """A click command whose usage errors are one line, as procvisor's other errors are."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise as_usage_line(exc, ctx) from None
-
-
 @click.command(
     "check-config",
-    cls=_CheckConfigCommand,
+    cls=OneLineCommand,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option(

@@ -35,7 +35,7 @@ from procvisor.cli._client import (
     connect,
     locate,
 )
-from procvisor.cli._run import _Duration, as_usage_line
+from procvisor.cli._run import OneLineCommand, _Duration
 
 __all__ = ["CONTROL_COMMANDS"]
 
@@ -59,16 +59,6 @@ _STATUS_COLUMNS = (
 )
 
 
-class _ControlCommand(click.Command):
-    """A click command whose usage errors are one line, as procvisor's other errors are."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise as_usage_line(exc, ctx) from None
-
-
 def _command(name: str) -> Callable[[_F], click.Command]:
     """A control command named ``name``, with ``-c/--config``."""
 
@@ -81,7 +71,7 @@ def _command(name: str) -> Callable[[_F], click.Command]:
             help="Config file of the daemon (default: $PROCVISOR_CONFIG, else ./procvisor.toml).",
         )(function)
         return click.command(
-            name, cls=_ControlCommand, context_settings={"help_option_names": ["-h", "--help"]}
+            name, cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]}
         )(function)
 
     return decorate

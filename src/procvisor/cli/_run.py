@@ -102,8 +102,11 @@ def as_usage_line(exc: click.UsageError, ctx: click.Context | None) -> UsageLine
     return UsageLine(exc.format_message(), ctx or exc.ctx, hint=hint)
 
 
-class _RunCommand(click.Command):
-    """A click command whose usage errors are one line, as procvisor's other errors are."""
+class OneLineCommand(click.Command):
+    """A click command whose usage errors are one line, as procvisor's other errors are.
+
+    Every ``procvisor`` subcommand uses it.
+    """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -333,7 +336,7 @@ Examples:
 
 @click.command(
     "run",
-    cls=_RunCommand,
+    cls=OneLineCommand,
     epilog=_EPILOG,
     context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
 )

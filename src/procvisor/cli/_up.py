@@ -12,20 +12,12 @@ from pathlib import Path
 
 import click
 
-from procvisor.cli._run import as_usage_line
+from procvisor.cli._run import OneLineCommand
 
 __all__ = ["up_command"]
 
 
-class _UpCommand(click.Command):
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise as_usage_line(exc, ctx) from None
-
-
-@click.command("up", cls=_UpCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("up", cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-c",
     "--config",
