@@ -37,7 +37,7 @@ from procvisor.errors import (
     TaskTimeout,
     WorkerCrashed,
 )
-from procvisor.policy.taskqueue import Priority, QueuedTask, TaskQueue, parse_priority
+from procvisor.policy.taskqueue import Priority, TaskQueue, parse_priority
 from procvisor.policy.units import format_duration, parse_duration, parse_size
 from procvisor.pool import _worker
 from procvisor.pool._worker import (
@@ -103,7 +103,6 @@ class _Task:
     submitted: float
     id: int = 0
     attempts: int = 0
-    handle: QueuedTask[_Task] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -261,13 +260,7 @@ class Pool(cf.Executor):
             raise TypeError(f"fn: {fn!r} is not callable")
         now = time.monotonic()
         future: cf.Future[Any] = cf.Future()
-        task = _Task(fn, args, kwargs, future, Priority.NORMAL, None, None, 0, (), 0.0, now)
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("cannot schedule new tasks after shutdown")
-            task.id = next(self._ids)
-            task.handle = self._queue.push(task, now=now, priority=Priority.NORMAL)
-            self._wake()
+        self._add(_Task(fn, args, kwargs, future, Priority.NORMAL, None, None, 0, (), 0.0, now))
         return future
 
     def schedule(
@@ -319,13 +312,20 @@ class Pool(cf.Executor):
             pause,
             now,
         )
+        self._add(task)
+        return future
+
+    def _add(self, task: _Task) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new tasks after shutdown")
             task.id = next(self._ids)
-            task.handle = self._queue.push(task, now=now, priority=level, deadline=task.deadline)
+            self._enqueue(task)
             self._wake()
-        return future
+
+    def _enqueue(self, task: _Task) -> None:
+        """Queue ``task`` (new, retried or given back) by its own submit time and options."""
+        self._queue.push(task, now=task.submitted, priority=task.priority, deadline=task.deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking tasks; finish (or with ``cancel_futures`` cancel) the queued ones.
@@ -504,9 +504,7 @@ class Pool(cf.Executor):
         """Move due retries into the queue, expire, time out, scale, and feed workers."""
         while self._delayed and self._delayed[0][0] <= now:
             _, _, task = heapq.heappop(self._delayed)
-            task.handle = self._queue.push(
-                task, now=task.submitted, priority=task.priority, deadline=task.deadline
-            )
+            self._enqueue(task)
         for q in self._queue.expire(now):
             self._fail(q.item, DeadlineExpired(self._deadline_text(q.item)), now)
         for w in list(self._workers.values()):
@@ -543,9 +541,7 @@ class Pool(cf.Executor):
         if slot and task.deadline is not None:
             # Sent ahead, it would count as started while it waits in the pipe: a task with
             # a deadline waits in the queue for a free worker instead.
-            task.handle = self._queue.push(
-                task, now=task.submitted, priority=task.priority, deadline=task.deadline
-            )
+            self._enqueue(task)
             return False
         self._send(w, task, now)
         return True
@@ -727,9 +723,7 @@ class Pool(cf.Executor):
         while w.tasks:
             task = w.tasks.pop()
             task.attempts -= 1
-            task.handle = self._queue.push(
-                task, now=task.submitted, priority=task.priority, deadline=task.deadline
-            )
+            self._enqueue(task)
 
     def _detach(self, w: _Worker) -> None:
         """Forget a worker's pipes (its exit fd stays registered until it is reaped)."""

@@ -165,14 +165,19 @@ class Instance(metaclass=NoPublicConstructor):
     def _event(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
         self._emit(self.spec.name, self.index, kind, message, data)
 
-    def _set_state(self, new: State, reason: str = "") -> None:
+    def _set_state(self, new: State, reason: str = "", *, force: bool = False) -> None:
+        """Move to ``new``; ``force`` skips the check (only the runner's error and cancel paths)."""
         old = self.state
-        if new not in _MOVES[old]:
+        if not force and new not in _MOVES[old]:
             raise RuntimeError(f"{self.name}: illegal state change {old.value} -> {new.value}")
         self.state = new
         self.reason = reason
         if new is not State.STARTING and new is not State.STOPPING:
             self._settled = self._attempts
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake everyone waiting for a change (``start``, ``wait_ready``)."""
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -306,21 +311,13 @@ class Instance(metaclass=NoPublicConstructor):
             self._event("error", f"supervisor error: {exc!r}")
             if self._proc is not None and self._proc.running:
                 await self._proc.stop(self.spec.stop_timeout)
-            self._force_state(State.FATAL, f"supervisor error: {exc!r}")
+            self._set_state(State.FATAL, f"supervisor error: {exc!r}", force=True)
         finally:
             self._wanted = False
             if self.state in (State.STARTING, State.RUNNING, State.STOPPING, State.BACKOFF):
-                self._force_state(State.STOPPED, self.reason)
+                self._set_state(State.STOPPED, self.reason, force=True)
             elif self.state is State.FATAL and self._stop_requested:
                 self._set_state(State.STOPPED, "stopped by user")
-
-    def _force_state(self, new: State, reason: str) -> None:
-        """Leave any state for ``new`` (only on the runner's error and cancel paths)."""
-        self.state = new
-        self.reason = reason
-        self._settled = self._attempts
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
@@ -528,8 +525,7 @@ class Instance(metaclass=NoPublicConstructor):
                 thresholds, self.health, outcome.ok, time.monotonic(), outcome.detail
             )
             if change is not None:
-                self._changed.set()
-                self._changed = asyncio.Event()
+                self._notify()
                 self._event(
                     "health",
                     f"{change.old.value} -> {change.new.value}: {change.reason}",
