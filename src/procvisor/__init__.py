@@ -19,9 +19,11 @@ from procvisor.errors import (
     NonZeroExit,
     PoolError,
     ProcessError,
+    ProtocolError,
     RemoteTraceback,
     Signaled,
     SpawnError,
+    TaskFailed,
     TaskTimeout,
     TimeoutExpired,
     WorkerCrashed,
@@ -43,11 +45,11 @@ from procvisor.process import (
 )
 
 if _typing.TYPE_CHECKING:
-    from procvisor.pool import AsyncPool, Balancer, Pool, PoolStats
+    from procvisor.pool import AsyncPool, Balancer, CommandPool, Pool, PoolStats
 
 __version__ = "0.1.0"
 
-_LAZY = {"AsyncPool", "Balancer", "Pool", "PoolStats"}
+_LAZY = {"AsyncPool", "Balancer", "CommandPool", "Pool", "PoolStats"}
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -64,6 +66,7 @@ __all__ = [
     "AsyncPool",
     "Balancer",
     "Command",
+    "CommandPool",
     "DeadlineExpired",
     "LimitExceeded",
     "Limits",
@@ -77,10 +80,12 @@ __all__ = [
     "PoolStats",
     "Process",
     "ProcessError",
+    "ProtocolError",
     "RemoteTraceback",
     "Result",
     "Signaled",
     "SpawnError",
+    "TaskFailed",
     "TaskTimeout",
     "TimeoutExpired",
     "Usage",

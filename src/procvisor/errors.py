@@ -11,7 +11,9 @@ Two roots keep "the operation failed" apart from "you used the API wrongly"::
     └── PoolError                a pool task did not complete
         ├── TaskTimeout          ran past its ``timeout``; its worker was killed and replaced
         ├── WorkerCrashed        its worker died (.exit_code, .signal); the pool goes on
-        └── DeadlineExpired      not started before its ``deadline``; it never ran
+        ├── DeadlineExpired      not started before its ``deadline``; it never ran
+        ├── ProtocolError        a command worker wrote something that is not a response
+        └── TaskFailed           a command worker answered with an error (.error)
 
     RemoteTraceback              the ``__cause__`` of a task's exception: the worker's traceback
 
@@ -36,9 +38,11 @@ __all__ = [
     "NonZeroExit",
     "PoolError",
     "ProcessError",
+    "ProtocolError",
     "RemoteTraceback",
     "Signaled",
     "SpawnError",
+    "TaskFailed",
     "TaskTimeout",
     "TimeoutExpired",
     "WorkerCrashed",
@@ -294,6 +298,32 @@ class WorkerCrashed(PoolError):
 
     def _kwargs(self) -> dict[str, Any]:
         return {**super()._kwargs(), "exit_code": self.exit_code, "signal": self.signal}
+
+
+class ProtocolError(PoolError):
+    """A command worker wrote something that is not a valid response; it was replaced."""
+
+
+class TaskFailed(PoolError):
+    """A command worker answered the task with ``{"id": ..., "error": ...}``.
+
+    Attributes:
+        error: the ``error`` value of the response, as decoded from JSON.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: Any = None,
+        command: tuple[str, ...] | list[str] | None = None,
+        result: Result | None = None,
+    ) -> None:
+        super().__init__(message, command=command, result=result)
+        self.error = error
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "error": self.error}
 
 
 class RemoteTraceback(Exception):

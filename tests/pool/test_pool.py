@@ -325,8 +325,9 @@ time.sleep(60)
 """
 
 
-def test_workers_exit_when_their_parent_is_killed_with_sigkill() -> None:
-    parent = subprocess.Popen([PY, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+def assert_workers_die_with_their_parent(script: str) -> None:
+    """Run ``script``, which prints its pool's worker pids; SIGKILL it; its workers must go."""
+    parent = subprocess.Popen([PY, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
         pids = [int(p) for p in parent.stdout.readline().split()]
@@ -339,6 +340,10 @@ def test_workers_exit_when_their_parent_is_killed_with_sigkill() -> None:
             parent.stdout.close()
     # The orphaned workers were reparented to us (a subreaper): reap them as they exit.
     wait_for(lambda: all([reaped_and_gone(p) for p in pids]), timeout=5)
+
+
+def test_workers_exit_when_their_parent_is_killed_with_sigkill() -> None:
+    assert_workers_die_with_their_parent(PARENT)
 
 
 # --- Timeouts, crashes ------------------------------------------------------------------------

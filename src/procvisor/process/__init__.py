@@ -15,7 +15,7 @@ from procvisor.process._output import OutputLine, OutputSink
 from procvisor.process._pipeline import Command, Pipeline, PipelineResult, cmd
 from procvisor.process._reaper import become_subreaper, reap_orphans
 from procvisor.process._result import Result, Usage, parse_signal, signal_name
-from procvisor.process._spawn import rlimit_method
+from procvisor.process._spawn import prepare, rlimit_method
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",
@@ -37,6 +37,7 @@ __all__ = [
     "group_members",
     "group_pids",
     "parse_signal",
+    "prepare",
     "reap_orphans",
     "rlimit_method",
     "run",
