@@ -137,6 +137,27 @@ class FakeControl:
             }
         ]
 
+    def pools(self, name: str | None) -> list[dict[str, Any]]:
+        self.calls.append(("pools", name))
+        if name not in (None, "upper"):
+            raise LookupError(f"no pool named {name!r}; pools: upper")
+        return [
+            {
+                "name": "upper",
+                "command": ["upper"],
+                "running": True,
+                "error": None,
+                "pids": [11, 12],
+                "stats": None,
+            }
+        ]
+
+    async def pool_submit(
+        self, name: str, data: Any, timeout: float | str | None, priority: str | int
+    ) -> dict[str, Any]:
+        self.calls.append(("pool_submit", name, data, timeout, priority))
+        return {"ok": True, "result": data}
+
     async def reload(self) -> dict[str, list[str]]:
         self.calls.append(("reload",))
         if self.reload_error is not None:
@@ -444,6 +465,20 @@ async def test_a_reply_that_breaks_the_contract_is_500_not_400(
     )
 
 
+async def test_pool_tasks_pass_data_and_options_and_unknown_ones_are_422(
+    client: httpx.AsyncClient, control: FakeControl
+) -> None:
+    reply = await client.post("/pools/upper/tasks", json={"data": {"a": [1]}, "timeout": "2s"})
+    assert reply.status_code == 200
+    assert reply.json() == {"ok": True, "result": {"a": [1]}, "error": None}
+    assert control.calls[-1] == ("pool_submit", "upper", {"a": [1]}, "2s", "normal")
+    extra = await client.post("/pools/upper/tasks", json={"data": 1, "retries": 3})
+    assert extra.status_code == 422
+    missing = await client.get("/pools", params={"name": "nope"})
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "no pool named 'nope'; pools: upper"}
+
+
 async def test_an_unknown_route_is_404_json(client: httpx.AsyncClient) -> None:
     response = await client.get("/nope")
     assert response.status_code == 404
@@ -464,6 +499,8 @@ async def test_openapi_lists_every_route_and_the_error_shape(client: httpx.Async
         "/events",
         "/reload",
         "/down",
+        "/pools",
+        "/pools/{name}/tasks",
     }
     stop = schema["paths"]["/stop"]["post"]
     assert stop["responses"]["404"]["content"]["application/json"]["schema"] == {

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 
 from helpers import pid_alive, wait_for
 
 PROCVISOR = [sys.executable, "-m", "procvisor"]
 SLEEPER = f'["{sys.executable}", "-c", "import time; time.sleep(600)"]'
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # Short on purpose: the control socket's path must fit in 107 bytes.
-    path = Path(tempfile.mkdtemp(prefix="pvd", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def write_config(workdir: Path, body: str) -> Path:
@@ -82,14 +70,6 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         _, err = self.proc.communicate(timeout=30)
         return self.proc.returncode, err
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()  # also closes the pipes of one that has exited
 
 
 TWO = f"""

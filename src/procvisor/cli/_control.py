@@ -86,6 +86,22 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+def _show(
+    config_file: str | None,
+    path: str,
+    params: dict[str, Any],
+    as_json: bool,
+    render: Callable[[Any], str],
+) -> None:
+    """GET ``path`` and print the answer: as JSON, or as ``render`` makes it (if not empty)."""
+    with connect(config_file) as daemon:
+        items = daemon.get(path, params)
+    if as_json:
+        _print_json(items)
+    elif text := render(items):
+        click.echo(text)
+
+
 def _table(rows: Sequence[Sequence[str]]) -> str:
     """Rows as left-aligned columns two spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -155,12 +171,7 @@ def status(config_file: str | None, as_json: bool, service: str | None) -> None:
     Columns: NAME STATE PID UPTIME RESTARTS LAST-EXIT HEALTH CPU MEM ('-': not known or
     not applicable). Instances that are fatal or in backoff are listed below with the reason.
     """
-    with connect(config_file) as daemon:
-        items = daemon.get("/status", {"service": service})
-    if as_json:
-        _print_json(items)
-    else:
-        click.echo(format_status(items))
+    _show(config_file, "/status", {"service": service}, as_json, format_status)
 
 
 # --------------------------------------------------------------------------- actions
@@ -370,12 +381,7 @@ def events(config_file: str | None, as_json: bool, limit: int, service: str | No
     Starts, exits, restarts, health changes, reloads: local time, instance (or service, or
     'daemon'), kind and message, oldest first.
     """
-    with connect(config_file) as daemon:
-        items = daemon.get("/events", {"service": service, "limit": limit})
-    if as_json:
-        _print_json(items)
-    elif items:
-        click.echo(format_events(items))
+    _show(config_file, "/events", {"service": service, "limit": limit}, as_json, format_events)
 
 
 # --------------------------------------------------------------------------- daemon

@@ -9,6 +9,7 @@ import click
 
 from procvisor.cli._config import check_config
 from procvisor.cli._control import CONTROL_COMMANDS
+from procvisor.cli._pools import POOL_COMMANDS
 from procvisor.cli._run import as_usage_line, run_command
 from procvisor.cli._up import up_command
 
@@ -65,3 +66,12 @@ main.add_command(check_config)
 for _command in CONTROL_COMMANDS:
     main.add_command(_command)
 main.add_command(up_command)
+
+
+@main.group("pool", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def pool_group() -> None:
+    """Send tasks to the daemon's command pools ([pools.NAME]) and show their stats."""
+
+
+for _command in POOL_COMMANDS:
+    pool_group.add_command(_command)

@@ -38,6 +38,7 @@ from starlette.websockets import WebSocketClose
 
 import procvisor
 from procvisor.daemon.config import ConfigError
+from procvisor.pool._engine import PoolStats
 from procvisor.process import parse_signal
 from procvisor.supervisor import _logs as logfiles
 
@@ -49,7 +50,9 @@ __all__ = [
     "Event",
     "InstanceStatus",
     "LastExit",
+    "PoolStatus",
     "ReloadResult",
+    "TaskReply",
     "create_app",
 ]
 
@@ -109,6 +112,16 @@ class Control(Protocol):
 
     def down(self) -> None:
         """Begin stopping every service and then the daemon; returns at once."""
+        ...
+
+    def pools(self, name: str | None) -> list[dict[str, Any]]:
+        """One dict per command pool (see :class:`PoolStatus`), of ``name`` or of all."""
+        ...
+
+    async def pool_submit(
+        self, name: str, data: Any, timeout: float | str | None, priority: str | int
+    ) -> dict[str, Any]:
+        """Run one task on pool ``name``; see :class:`TaskReply`."""
         ...
 
 
@@ -225,6 +238,48 @@ class ReloadResult(_Reply):
     stopped: list[str]
     restarted: list[str]
     unchanged: list[str]
+
+
+class PoolStatus(_Reply):
+    """A command pool: its command, whether it runs, and its stats (or why it does not run)."""
+
+    name: str
+    command: list[str]
+    running: bool
+    error: str | None = Field(description="Why the pool could not start, or null.")
+    pids: list[int] = Field(description="Its workers' process ids.")
+    stats: PoolStats | None
+
+
+class TaskRequest(_Request):
+    """One task for a command pool."""
+
+    data: Any = Field(description="Sent to a worker as the request's 'data' (any JSON).")
+    timeout: float | str | None = Field(
+        default=None,
+        description="Seconds (or '10s') the task may run; default the pool's timeout.",
+    )
+    priority: int | str = Field(
+        default="normal", description="critical, high, normal, low or background (or 4..0)."
+    )
+
+
+class TaskError(_Reply):
+    """Why a task failed."""
+
+    type: str = Field(
+        description="TaskFailed, ProtocolError, TaskTimeout, WorkerCrashed or DeadlineExpired."
+    )
+    message: str
+    error: Any = Field(default=None, description="The worker's 'error' value (TaskFailed).")
+
+
+class TaskReply(_Reply):
+    """The outcome of a task: ``ok`` with its ``result``, or not with an ``error``."""
+
+    ok: bool
+    result: Any = None
+    error: TaskError | None = None
 
 
 class Event(_Reply):
@@ -367,6 +422,22 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
         """Stop every service, then the daemon. Returns at once; the daemon exits later."""
         control.down()
         return Accepted(detail="stopping")
+
+    @app.get("/pools", tags=["pools"], response_model=list[PoolStatus])
+    async def pools(
+        name: Annotated[str | None, Query(description="Only this pool.")] = None,
+    ) -> list[dict[str, Any]]:
+        """Every command pool (or one): command, workers, task counts and latency."""
+        return control.pools(name)
+
+    @app.post("/pools/{name}/tasks", tags=["pools"], response_model=TaskReply)
+    async def pool_task(name: str, body: TaskRequest) -> dict[str, Any]:
+        """Run one task on a pool and wait for its outcome.
+
+        A task that fails (an error answer, a timeout, a crashed worker) is a 200 with
+        ``ok: false``; an unknown pool is a 404, a bad option a 400.
+        """
+        return await control.pool_submit(name, body.data, body.timeout, body.priority)
 
     if token is not None:
         app.add_middleware(_BearerAuth, token=token)

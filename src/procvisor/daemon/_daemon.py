@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from procvisor import __version__
+from procvisor.daemon._pools import CommandPools
 from procvisor.daemon._specs import service_specs
 from procvisor.daemon.config import SOCKET_NAME, Config, ConfigError, load_config, state_dir
 from procvisor.process import become_subreaper, reap_orphans
@@ -120,6 +121,7 @@ class Daemon:
         self._reap_pending = False
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
+        self.pools = CommandPools(state / LOG_DIR_NAME)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -168,9 +170,11 @@ class Daemon:
         async with self._ops:
             config = load_config(self.config_path)
             assert self.supervisor is not None
-            result = await self.supervisor.reload(service_specs(config))
+            result = (await self.supervisor.reload(service_specs(config))).to_dict()
+            for what, names in (await self.pools.apply(config.pools)).items():
+                result[what] += names
             self.config = config
-            return result.to_dict()
+            return result
 
     # -- the main coroutine -----------------------------------------------------------------
 
@@ -206,6 +210,7 @@ class Daemon:
             if left:
                 log.warning("stopped %d processes left by a killed daemon", len(left))
             await self.supervisor.start_all()
+            await self.pools.apply(self.config.pools)
 
             from procvisor.daemon._api import create_app  # noqa: PLC0415 - see above
             from procvisor.daemon._server import ApiServer  # noqa: PLC0415
@@ -236,13 +241,14 @@ class Daemon:
                     await asyncio.wait_for(self._stop.wait(), SOCKET_CHECK_INTERVAL)
                 await server.check()
             async with self._ops:
-                await self.supervisor.stop_all()
+                await asyncio.gather(self.supervisor.stop_all(), self.pools.close())
             log.info("all services stopped; bye")
             return 0
         except BaseException as exc:
             ready(f"{type(exc).__name__}: {exc}")
             if self.supervisor is not None:
                 await self.supervisor.stop_all()
+            await self.pools.close()
             raise
         finally:
             if server is not None:
@@ -307,6 +313,14 @@ class Control:
 
     async def reload(self) -> dict[str, list[str]]:
         return await self._d.reload()
+
+    def pools(self, name: str | None) -> list[dict[str, Any]]:
+        return self._d.pools.status(name)
+
+    async def pool_submit(
+        self, name: str, data: Any, timeout: float | str | None, priority: str | int
+    ) -> dict[str, Any]:
+        return await self._d.pools.submit(name, data, timeout=timeout, priority=priority)
 
     def down(self) -> None:
         self._d.request_shutdown("procvisor down")

@@ -74,6 +74,7 @@ __all__ = [
     "ENV_STATE_DIR",
     "STATE_DIR_NAME",
     "Backoff",
+    "CommandPoolSection",
     "Config",
     "ConfigError",
     "ConfigProblem",
@@ -470,9 +471,24 @@ Argv = Annotated[tuple[str, ...], BeforeValidator(_argv), WithJsonSchema(_COMMAN
 ConfigPath = Annotated[Path, PlainValidator(_path), WithJsonSchema(_STRING)]
 UserOrGroup = Annotated[str | int, PlainValidator(_user_or_group), WithJsonSchema(_INT_OR_STRING)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
+EnvTable = Annotated[
+    dict[str, str],
+    PlainValidator(_env),
+    WithJsonSchema({"type": "object", "additionalProperties": _NUMBER_OR_STRING}),
+]
 
 
 # --------------------------------------------------------------------------- models
+
+
+def _with_default_cwd(data: Any, info: ValidationInfo) -> Any:
+    """A copy of the table ``data`` with ``cwd`` set to the config file's directory if unset."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    if "cwd" not in data and info.context and info.context.get("base_dir") is not None:
+        data["cwd"] = str(info.context["base_dir"])
+    return data
 
 
 class _Section(BaseModel):
@@ -678,11 +694,7 @@ class Service(_Section):
             "Default: the config file's directory."
         ),
     )
-    env: Annotated[
-        dict[str, str],
-        PlainValidator(_env),
-        WithJsonSchema({"type": "object", "additionalProperties": _NUMBER_OR_STRING}),
-    ] = Field(
+    env: EnvTable = Field(
         default_factory=dict,
         description=(
             "Environment variables to set, as a table; numbers are turned into strings. "
@@ -817,9 +829,7 @@ class Service(_Section):
         """
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        if "cwd" not in data and info.context and info.context.get("base_dir") is not None:
-            data["cwd"] = str(info.context["base_dir"])
+        data = _with_default_cwd(data, info)
         if data.get("shell") is not True:
             return data
 
@@ -846,8 +856,104 @@ class Service(_Section):
         return self
 
 
+class CommandPoolSection(_Section):
+    """``[pools.NAME]``: persistent workers that answer JSON requests line by line.
+
+    The protocol is in docs/worker-protocol.md; ``procvisor pool submit NAME JSON`` sends a
+    task. Workers' stderr goes to ``STATE_DIR/logs/pool-NAME.log``.
+    """
+
+    command: Argv = Field(
+        description=(
+            "The worker program and its arguments: an array of strings, or a string split "
+            "with shell-like quoting (no shell runs). Required."
+        )
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "A fixed number of workers. Default: the number of CPUs, unless min_workers or "
+            "max_workers is given."
+        ),
+    )
+    min_workers: int | None = Field(
+        default=None, ge=0, description="Autoscaling: never fewer workers than this. Default 0."
+    )
+    max_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Autoscaling: never more workers than this. Default max(min_workers, 1).",
+    )
+    cwd: ConfigPath | None = Field(
+        default=None,
+        description="Working directory. Default: the config file's directory.",
+    )
+    env: EnvTable = Field(default_factory=dict, description="Environment variables to set.")
+    inherit_env: bool = Field(
+        default=True, description="Start from the daemon's environment. Default true."
+    )
+    timeout: PositiveDuration | None = Field(
+        default=None,
+        description=(
+            "Default per-task timeout; past it the worker is killed and replaced. Default: none."
+        ),
+    )
+    idle_timeout: PositiveDuration = Field(
+        default=60.0,
+        description="A worker idle this long above min_workers is retired. Default '60s'.",
+    )
+    max_tasks_per_worker: int | None = Field(
+        default=None, ge=1, description="Replace a worker after this many tasks. Default: never."
+    )
+    max_memory_per_worker: Size | None = Field(
+        default=None,
+        description="Replace a worker whose RSS exceeds this after a task. Default: never.",
+    )
+    max_worker_age: PositiveDuration | None = Field(
+        default=None,
+        description="Replace a worker older than this, between tasks. Default: never.",
+    )
+    ping_interval: Duration = Field(
+        default=30.0,
+        description=("A worker idle this long gets a health ping; 0 sends none. Default '30s'."),
+    )
+    ping_timeout: PositiveDuration = Field(
+        default=5.0,
+        description="A ping not answered within this replaces the worker. Default '5s'.",
+    )
+    prefetch: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="Tasks sent ahead to a busy worker (0 to 8). Default 0.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cwd(cls, data: Any, info: ValidationInfo) -> Any:
+        return _with_default_cwd(data, info)
+
+    @model_validator(mode="after")
+    def _sizing(self) -> CommandPoolSection:
+        if self.workers is not None and (
+            self.min_workers is not None or self.max_workers is not None
+        ):
+            raise _problem("give either workers, or min_workers/max_workers, not both", "workers")
+        if (
+            self.min_workers is not None
+            and self.max_workers is not None
+            and self.min_workers > self.max_workers
+        ):
+            raise _problem(
+                f"{self.min_workers} is more than max_workers ({self.max_workers})",
+                "min_workers",
+            )
+        return self
+
+
 class Config(_Section):
-    """A whole config file: ``[daemon]`` and ``[services.NAME]`` tables."""
+    """A whole config file: ``[daemon]``, ``[services.NAME]`` and ``[pools.NAME]`` tables."""
 
     daemon: DaemonSection = Field(
         default_factory=DaemonSection, description="Settings of the daemon itself."
@@ -855,6 +961,10 @@ class Config(_Section):
     services: dict[ServiceName, Service] = Field(
         default_factory=dict,
         description=("Services by name (letters, digits, '-', '_'), in the order of the file."),
+    )
+    pools: dict[ServiceName, CommandPoolSection] = Field(
+        default_factory=dict,
+        description="Command pools by name (letters, digits, '-', '_').",
     )
 
     @model_validator(mode="after")
@@ -1208,12 +1318,12 @@ def check_runtime(
                             path, f"no {key} {value!r} on this system; use an existing one"
                         )
                     )
-        if service.cwd is not None and not service.cwd.is_dir():
+    cwds = [(f"services.{n}.cwd", s.cwd) for n, s in config.services.items()]
+    cwds += [(f"pools.{n}.cwd", p.cwd) for n, p in config.pools.items()]
+    for key, cwd in cwds:
+        if cwd is not None and not cwd.is_dir():
             problems.append(
-                ConfigProblem(
-                    f"services.{name}.cwd",
-                    f"{str(service.cwd)!r} is not a directory; create it or fix the path",
-                )
+                ConfigProblem(key, f"{str(cwd)!r} is not a directory; create it or fix the path")
             )
     if problems:
         raise ConfigError(source, problems)
