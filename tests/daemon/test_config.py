@@ -629,7 +629,7 @@ def test_state_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_check_config_ok() -> None:
     result = CliRunner().invoke(check_config, ["-c", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{EXAMPLE}: OK (3 services: web, worker, job)\n"
+    assert result.stdout == f"{EXAMPLE}: OK (3 services: web, worker, job; 1 pool: upper)\n"
 
 
 def test_check_config_uses_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,9 +50,14 @@ def check_config(ctx: click.Context, config_file: str | None) -> None:
         for line in exc.lines():
             click.echo(f"procvisor: {line}", err=True)
         ctx.exit(EXIT_INVALID)
-    names = list(config.services)
+    parts = [_listing("service", list(config.services))]
+    if config.pools:
+        parts.append(_listing("pool", list(config.pools)))
+    click.echo(f"{path}: OK ({'; '.join(parts)})")
+
+
+def _listing(what: str, names: list[str]) -> str:
+    """``"2 services: a, b"``, ``"1 pool: p"``, ``"no services"``."""
     if not names:
-        summary = "no services"
-    else:
-        summary = f"{len(names)} service{'s' if len(names) != 1 else ''}: {', '.join(names)}"
-    click.echo(f"{path}: OK ({summary})")
+        return f"no {what}s"
+    return f"{len(names)} {what}{'s' if len(names) != 1 else ''}: {', '.join(names)}"
