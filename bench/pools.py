@@ -64,12 +64,16 @@ QUICK = {
     "startup_reps": 1,
     "load_wait": 0,
 }
-TOOLS = ("procvisor", "procvisor-pf2", "cf", "mp", "loky", "pebble")
+TOOLS = ("procvisor", "procvisor-pf2", "procvisor-cmd", "cf", "mp", "loky", "pebble")
 PEERS = ("cf", "mp", "loky", "pebble")
 OURS = ("procvisor", "procvisor-pf2")
+"""The rows the targets are checked on."""
+OWN = (*OURS, "procvisor-cmd")
+"""The rows that run with this interpreter."""
 LABELS = {
     "procvisor": "procvisor.Pool (default, prefetch=0)",
     "procvisor-pf2": "procvisor.Pool (prefetch=2)",
+    "procvisor-cmd": "procvisor.CommandPool (Python JSON-lines worker)",
     "cf": "concurrent.futures.ProcessPoolExecutor",
     "mp": "multiprocessing.Pool",
     "loky": "loky.get_reusable_executor",
@@ -78,6 +82,7 @@ LABELS = {
 IMPORTS = {
     "procvisor": "procvisor",
     "procvisor-pf2": "procvisor",
+    "procvisor-cmd": "procvisor",
     "cf": "concurrent.futures",
     "mp": "multiprocessing",
     "loky": "loky",
@@ -179,6 +184,29 @@ class _ProcvisorPf2(_Procvisor):
     prefetch = 2
 
 
+class _ProcvisorCmd(_CF):
+    """A CommandPool whose workers run bench/_cmd_worker.py; a task names the function."""
+
+    def create(self, workers: int) -> None:
+        t = perf()
+        from procvisor.pool import CommandPool  # noqa: PLC0415
+
+        self.lazy_import_s = perf() - t
+        worker = os.path.join(ROOT, "bench", "_cmd_worker.py")
+        self.ex = CommandPool([sys.executable, worker], workers=workers)
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any, cb: Callable[[], None]) -> Any:
+        f = self.ex.submit([fn.__name__, arg])
+        f.add_done_callback(lambda _: cb())
+        return f
+
+    def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        return self.ex.submit([fn.__name__, arg]).result()
+
+    def map(self, fn: Callable[[Any], Any], it: range) -> list[Any]:
+        return list(self.ex.map([fn.__name__, x] for x in it))
+
+
 class _MP:
     lazy_import_s = 0.0
 
@@ -222,6 +250,7 @@ class _Pebble(_MP):
 ADAPTERS: dict[str, type[Any]] = {
     "procvisor": _Procvisor,
     "procvisor-pf2": _ProcvisorPf2,
+    "procvisor-cmd": _ProcvisorCmd,
     "cf": _CF,
     "mp": _MP,
     "loky": _Loky,
@@ -1110,7 +1139,7 @@ def run(args: argparse.Namespace) -> Report:
     versions = _versions(args.peer_python)
     pythons: dict[str, str] = {}
     for tool in tools:
-        if tool in OURS:
+        if tool in OWN:
             pythons[tool] = sys.executable
         elif versions["python"] is None:
             notes.append(
