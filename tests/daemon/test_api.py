@@ -137,6 +137,9 @@ class FakeControl:
             }
         ]
 
+    def metrics(self) -> bytes:
+        return b"procvisor_instance_up 1.0\n"
+
     def pools(self, name: str | None) -> list[dict[str, Any]]:
         self.calls.append(("pools", name))
         if name not in (None, "upper"):
@@ -479,6 +482,13 @@ async def test_pool_tasks_pass_data_and_options_and_unknown_ones_are_422(
     assert missing.json() == {"detail": "no pool named 'nope'; pools: upper"}
 
 
+async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert response.text == "procvisor_instance_up 1.0\n"
+
+
 async def test_an_unknown_route_is_404_json(client: httpx.AsyncClient) -> None:
     response = await client.get("/nope")
     assert response.status_code == 404
@@ -501,6 +511,7 @@ async def test_openapi_lists_every_route_and_the_error_shape(client: httpx.Async
         "/down",
         "/pools",
         "/pools/{name}/tasks",
+        "/metrics",
     }
     stop = schema["paths"]["/stop"]["post"]
     assert stop["responses"]["404"]["content"]["application/json"]["schema"] == {

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 import procvisor
+from procvisor.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from procvisor.daemon.config import ConfigError
 from procvisor.pool._engine import PoolStats
 from procvisor.process import parse_signal
@@ -112,6 +113,10 @@ class Control(Protocol):
 
     def down(self) -> None:
         """Begin stopping every service and then the daemon; returns at once."""
+        ...
+
+    def metrics(self) -> bytes:
+        """Every Prometheus series, in the text exposition format."""
         ...
 
     def pools(self, name: str | None) -> list[dict[str, Any]]:
@@ -422,6 +427,16 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
         """Stop every service, then the daemon. Returns at once; the daemon exits later."""
         control.down()
         return Accepted(detail="stopping")
+
+    @app.get(
+        "/metrics",
+        tags=["daemon"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    )
+    async def metrics() -> Response:
+        """Prometheus metrics: instances, probes, exits, pools, the daemon's own process."""
+        return Response(control.metrics(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/pools", tags=["pools"], response_model=list[PoolStatus])
     async def pools(

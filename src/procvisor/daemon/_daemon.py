@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from procvisor import __version__
+from procvisor.daemon._metrics import DaemonMetrics
 from procvisor.daemon._pools import CommandPools
 from procvisor.daemon._specs import service_specs
 from procvisor.daemon.config import SOCKET_NAME, Config, ConfigError, load_config, state_dir
@@ -122,6 +123,12 @@ class Daemon:
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
         self.pools = CommandPools(state / LOG_DIR_NAME)
+        self.metrics = DaemonMetrics(self._instance_rows, self.pools.running)
+
+    def _instance_rows(self) -> list[dict[str, Any]]:
+        if self.supervisor is None:
+            return []
+        return [inst.status() for inst in self.supervisor.resolve(["all"])]
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -205,6 +212,7 @@ class Daemon:
                 service_specs(self.config),
                 log_dir=self.state_dir / LOG_DIR_NAME,
                 store=self.store,
+                observer=self.metrics,
             )
             left = await self.supervisor.stop_leftovers()
             if left:
@@ -313,6 +321,9 @@ class Control:
 
     async def reload(self) -> dict[str, list[str]]:
         return await self._d.reload()
+
+    def metrics(self) -> bytes:
+        return self._d.metrics.render()
 
     def pools(self, name: str | None) -> list[dict[str, Any]]:
         return self._d.pools.status(name)

@@ -110,6 +110,10 @@ class CommandPools:
         """Shut every pool down (queued tasks are cancelled, running ones finish)."""
         await asyncio.gather(*(self._stop(name) for name in list(self._sections)))
 
+    def running(self) -> list[tuple[str, CommandPool]]:
+        """``(name, pool)`` of every pool that runs."""
+        return list(self._pools.items())
+
     def _pool(self, name: str) -> CommandPool:
         if name not in self._sections:
             known = ", ".join(self._sections) or "none are configured"

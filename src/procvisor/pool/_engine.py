@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Self, TypedDict, Unpack
 
+from procvisor._util import Histogram
 from procvisor.errors import (
     DeadlineExpired,
     ProtocolError,
@@ -254,6 +255,7 @@ class Engine:
         self._workers: dict[int, Worker] = {}  # by pid
         self._zombies: dict[int, Worker] = {}  # closed or killed, not reaped yet
         self._latencies: deque[float] = deque(maxlen=_LATENCIES)
+        self._histogram = Histogram()
         self._start_failures = 0
         self._last_start_error = ""
         self._counts = dict.fromkeys(
@@ -401,6 +403,16 @@ class Engine:
                 workers_recycled=c["recycled"],
                 workers_crashed=c["crashed"],
             )
+
+    def latency_histogram(self) -> tuple[list[tuple[float, int]], float]:
+        """Task latency (submit to outcome) so far: cumulative ``(bound, count)`` per bucket
+        (the last bound is ``inf``) and the sum of the latencies."""
+        with self._lock:
+            return self._histogram.cumulative(), self._histogram.total
+
+    def _record_latency(self, seconds: float) -> None:
+        self._latencies.append(seconds)
+        self._histogram.observe(seconds)
 
     # -- what a kind of pool provides -------------------------------------------------------
 
@@ -759,7 +771,7 @@ class Engine:
                 task.future.set_exception(exc)
                 self._counts["failed"] += 1
         if not task.ping:
-            self._latencies.append(now - task.submitted)
+            self._record_latency(now - task.submitted)
             w.done_tasks += 1
             if not w.tasks:
                 w.idle_since = now
@@ -792,7 +804,7 @@ class Engine:
         self._counts["failed"] += 1
         if isinstance(exc, TaskTimeout):
             self._counts["timed_out"] += 1
-        self._latencies.append(now - task.submitted)
+        self._record_latency(now - task.submitted)
 
     def _deadline_text(self, task: Task) -> str:
         waited = format_duration(time.monotonic() - task.submitted)

@@ -42,6 +42,7 @@ from procvisor.policy.units import format_duration
 from procvisor.process import Process, Result, spawn
 from procvisor.supervisor._hooks import run_hook
 from procvisor.supervisor._logs import RotatingLog
+from procvisor.supervisor._observer import Observer
 from procvisor.supervisor._probes import Prober
 from procvisor.supervisor._spec import ServiceSpec
 
@@ -116,6 +117,7 @@ class Instance(metaclass=NoPublicConstructor):
         prober: Prober,
         on_spawn: Callable[[Instance], None],
         on_gone: Callable[[Instance], None],
+        observer: Observer,
     ) -> None:
         self.spec = spec
         self.index = index
@@ -132,6 +134,7 @@ class Instance(metaclass=NoPublicConstructor):
         self._prober = prober
         self._on_spawn = on_spawn
         self._on_gone = on_gone
+        self._observer = observer
         self._proc: Process | None = None
         self._runner: asyncio.Task[None] | None = None
         self._wanted = False
@@ -363,6 +366,7 @@ class Instance(metaclass=NoPublicConstructor):
             return self._after_exit(code=None, signal=None, uptime=0.0, why="pre_start hook failed")
         if not self._wanted:
             return None
+        spawning = time.monotonic()
         try:
             proc = await spawn(
                 spec.command,
@@ -382,6 +386,7 @@ class Instance(metaclass=NoPublicConstructor):
         self._proc = proc
         self.pid = proc.pid
         self.started_at = time.monotonic()
+        self._observer.spawned(spec.name, self.started_at - spawning)
         self.started_wall = time.time()
         self._on_spawn(self)
         self._set_state(State.RUNNING)
@@ -411,6 +416,7 @@ class Instance(metaclass=NoPublicConstructor):
                 "stopped by user",
             )
             self._event("stop", f"stopped ({_describe(result)})", _exit_data(result))
+            self._observer.exited(spec.name, "stopped")
             self._set_state(State.STOPPED, "stopped by user")
             await self._hook("post_stop", PROCVISOR_EXIT_CODE=str(result.returncode))
             self.pid = None
@@ -445,6 +451,7 @@ class Instance(metaclass=NoPublicConstructor):
 
     def _spawn_failed(self, exc: SpawnError) -> float | None:
         if exc.reason in _PERMANENT_SPAWN:
+            self._observer.exited(self.spec.name, "spawn_error")
             message = f"cannot start: {exc}"
             self.last_exit = ExitInfo(None, None, None, time.time(), message)
             self._set_state(State.EXITED, message)
@@ -478,6 +485,7 @@ class Instance(metaclass=NoPublicConstructor):
             now=time.monotonic(),
             rand=self._rand.random(),
         )
+        self._observer.exited(self.spec.name, self._exit_reason(code, signal, why))
         outcome, _, action = decision.reason.partition("; ")
         if why:  # say what happened in our words, and what the policy does about it
             outcome = why
@@ -503,6 +511,18 @@ class Instance(metaclass=NoPublicConstructor):
         self._wanted = False
         return None
 
+    def _exit_reason(self, code: int | None, signal: str | None, why: str) -> str:
+        """The EXIT_REASONS word for how a run ended (``why``: the runner's own words)."""
+        if why.startswith("unhealthy"):
+            return "unhealthy"
+        if why.startswith("cannot start"):
+            return "spawn_error"
+        if why.startswith("pre_start"):
+            return "hook_failed"
+        if signal is not None:
+            return "signal"
+        return "success" if code in self.spec.restart.success_exit_codes else "failure"
+
     def _go_fatal(self, reason: str, retry_at: float) -> float | None:
         self._set_state(State.FATAL, reason)
         self._event("fatal", reason)
@@ -521,6 +541,7 @@ class Instance(metaclass=NoPublicConstructor):
             outcome = await self._prober.check(spec, env=env, cwd=self.spec.cwd)
             if not proc.running or self._stop_requested:
                 return
+            self._observer.probed(self.spec.name, outcome.ok, outcome.latency)
             self.health, change = observe(
                 thresholds, self.health, outcome.ok, time.monotonic(), outcome.detail
             )

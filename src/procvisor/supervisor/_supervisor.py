@@ -25,6 +25,7 @@ import psutil
 from procvisor.process import group_members, group_pids
 from procvisor.store import InstanceRecord, Store
 from procvisor.supervisor._instance import Instance
+from procvisor.supervisor._observer import NullObserver, Observer
 from procvisor.supervisor._probes import Prober
 from procvisor.supervisor._spec import ServiceSpec
 
@@ -80,9 +81,17 @@ def start_levels(specs: Mapping[str, ServiceSpec], names: Iterable[str]) -> list
 class Supervisor:
     """Keeps the instances of a set of services alive; one per daemon."""
 
-    def __init__(self, specs: Sequence[ServiceSpec], *, log_dir: Path, store: Store) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ServiceSpec],
+        *,
+        log_dir: Path,
+        store: Store,
+        observer: Observer | None = None,
+    ) -> None:
         self._log_dir = log_dir
         self._store = store
+        self._observer: Observer = observer if observer is not None else NullObserver()
         self._prober = Prober()
         self._services: dict[str, _Service] = {}
         self._ps: dict[int, psutil.Process] = {}
@@ -125,6 +134,7 @@ class Supervisor:
             prober=self._prober,
             on_spawn=self._on_spawn,
             on_gone=self._on_gone,
+            observer=self._observer,
         )
 
     # -- lookups ----------------------------------------------------------------------------
