@@ -57,6 +57,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from procvisor.policy.alerts import AlertRule, WatchLimits, parse_alert_rule, parse_watch
 from procvisor.policy.units import (
     DURATION_FORMS,
     SIZE_FORMS,
@@ -73,6 +74,7 @@ __all__ = [
     "ENV_CONFIG",
     "ENV_STATE_DIR",
     "STATE_DIR_NAME",
+    "AlertsSection",
     "Backoff",
     "CommandPoolSection",
     "Config",
@@ -84,6 +86,7 @@ __all__ = [
     "Hooks",
     "HttpProbe",
     "Logs",
+    "MonitorSection",
     "Service",
     "TcpProbe",
     "check_runtime",
@@ -410,6 +413,56 @@ def _limits(value: Any) -> Limits:
         if match is None:
             raise _problem(str(exc)) from None
         raise _problem(match.group(2), match.group(1)) from None
+
+
+_POLICY_PATH = "\x00"
+"""The ``field`` handed to the policy parsers, so their key paths can be cut off again."""
+
+
+def _policy_problem(exc: ValueError, *prefix: str | int) -> PydanticCustomError:
+    """A policy parser's ``"\x00.a.b: message"`` as a problem at keys ``prefix + (a, b)``.
+
+    Only the first line of the message is kept: an expression's caret lines go with the
+    column number the first line already gives.
+    """
+    text = str(exc).split("\n", 1)[0]
+    where, sep, message = text.partition(": ")
+    if not sep or not where.startswith(_POLICY_PATH):
+        return _problem(text, *prefix)
+    keys = [k for k in where.removeprefix(_POLICY_PATH).split(".") if k]
+    return _problem(message, *prefix, *keys)
+
+
+def _watch(value: Any) -> WatchLimits:
+    """``[services.X.watch]``, checked by :func:`procvisor.policy.alerts.parse_watch`."""
+    if isinstance(value, WatchLimits):
+        return value
+    if not isinstance(value, dict):
+        raise _problem(f"expected a table of limits, got {_got(value)}")
+    try:
+        return parse_watch(value, field=_POLICY_PATH)
+    except ValueError as exc:
+        raise _policy_problem(exc) from None
+
+
+def _rules(value: Any) -> dict[str, AlertRule]:
+    """``[alerts.rules.NAME]`` tables, checked by :func:`parse_alert_rule`."""
+    if not isinstance(value, dict):
+        raise _problem(f"expected tables of rules, got {_got(value)}")
+    rules = {}
+    for name, table in value.items():
+        if isinstance(table, AlertRule):
+            rules[name] = table
+            continue
+        if not _NAME_RE.match(name):
+            raise _problem(f"{name!r} is not a rule name; use letters, digits, '-' and '_'", name)
+        if not isinstance(table, dict):
+            raise _problem(f"expected a table, got {_got(table)}", name)
+        try:
+            rules[name] = parse_alert_rule(name, table, field=_POLICY_PATH)
+        except ValueError as exc:
+            raise _policy_problem(exc, name) from None
+    return rules
 
 
 def _limits_table(limits: Limits) -> dict[str, int | float]:
@@ -816,6 +869,16 @@ class Service(_Section):
     logs: Logs = Field(
         default_factory=Logs, description="Log rotation: { max_size = '10M', backups = 5 }."
     )
+    watch: (
+        Annotated[WatchLimits, PlainValidator(_watch), WithJsonSchema({"type": "object"})] | None
+    ) = Field(
+        default=None,
+        description=(
+            "Sampled limits with an action: max_memory (size, on RSS), max_cpu (percent of "
+            "one core), max_fds, max_threads, for (how long a breach must last), action = "
+            "restart | stop | alert | throttle. Default: none."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -952,6 +1015,47 @@ class CommandPoolSection(_Section):
         return self
 
 
+class MonitorSection(_Section):
+    """``[monitor]``: how often managed processes are sampled, and how long history is kept."""
+
+    interval: PositiveDuration = Field(
+        default=2.0, description="Time between two samples of every process. Default '2s'."
+    )
+    history: PositiveDuration = Field(
+        default=600.0,
+        description="Full-resolution samples kept in memory per instance. Default '10m'.",
+    )
+    retention: PositiveDuration = Field(
+        default=86400.0,
+        description="1-minute averages kept in the store. Default '24h'.",
+    )
+
+
+class AlertsSection(_Section):
+    """``[alerts]``: alert rules and the built-in ones."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    builtin: bool = Field(
+        default=True,
+        description=(
+            "Evaluate the built-in rules: service fatal, flapping, probe failing, restart "
+            "storm. Default true."
+        ),
+    )
+    # dict[str, AlertRule]: pydantic cannot build a schema for AlertRule's fields (their
+    # types are protocols), and _rules validates everything.
+    rules: Annotated[dict[str, Any], PlainValidator(_rules), WithJsonSchema({"type": "object"})] = (
+        Field(
+            default_factory=dict,
+            description=(
+                "Rules by name: expr (e.g. \"rss > 400M and service == 'web'\") or kind "
+                "(fatal, flapping, probe-failing, restart-storm), for, severity, summary."
+            ),
+        )
+    )
+
+
 class Config(_Section):
     """A whole config file: ``[daemon]``, ``[services.NAME]`` and ``[pools.NAME]`` tables."""
 
@@ -965,6 +1069,12 @@ class Config(_Section):
     pools: dict[ServiceName, CommandPoolSection] = Field(
         default_factory=dict,
         description="Command pools by name (letters, digits, '-', '_').",
+    )
+    monitor: MonitorSection = Field(
+        default_factory=MonitorSection, description="Sampling of managed processes."
+    )
+    alerts: AlertsSection = Field(
+        default_factory=AlertsSection, description="Alert rules and notifiers."
     )
 
     @model_validator(mode="after")
