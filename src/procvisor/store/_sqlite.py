@@ -6,14 +6,15 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from procvisor.store._errors import StoreError
+from procvisor.store._jobs import JOB_TABLES, JobTables
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Event", "InstanceRecord", "Store"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Event", "HistoryRow", "InstanceRecord", "Store"]
 
 # PRAGMA application_id marks the file as ours ("PVIS"), so that another program's SQLite
 # database is refused instead of being migrated.
@@ -42,6 +43,42 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (service, instance)
         ) WITHOUT ROWID""",
     ),
+    # Monitoring history: each sampled target's samples summarised per minute. A target is
+    # stored once, by its labels, and its rows point at it by id (a label set is ~60 bytes,
+    # 1,440 times a day). The by-ts index makes the once-a-minute prune a range delete.
+    (
+        """CREATE TABLE history_targets (
+            id INTEGER PRIMARY KEY,
+            labels TEXT NOT NULL UNIQUE
+        )""",
+        """CREATE TABLE history (
+            target INTEGER NOT NULL REFERENCES history_targets (id),
+            ts REAL NOT NULL,
+            span REAL NOT NULL,
+            count INTEGER NOT NULL,
+            alive REAL NOT NULL,
+            pid INTEGER NOT NULL,
+            processes_avg REAL,
+            processes_max INTEGER,
+            cpu_avg REAL,
+            cpu_max REAL,
+            rss_avg REAL,
+            rss_max INTEGER,
+            vms_avg REAL,
+            vms_max INTEGER,
+            threads_avg REAL,
+            threads_max INTEGER,
+            fds_avg REAL,
+            fds_max INTEGER,
+            read_bytes INTEGER,
+            write_bytes INTEGER,
+            ctx_switches INTEGER,
+            PRIMARY KEY (target, ts)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX history_by_ts ON history (ts)",
+    ),
+    # The job scheduler: jobs, their state history, cron schedules (see _jobs.py).
+    JOB_TABLES,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -53,6 +90,76 @@ _EVENT_COLUMNS = "id, ts, service, instance, kind, message, data"
 
 # One encoder: json.dumps() builds a new one on every call that passes options.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
+# Labels are a target's identity in the history tables: one canonical text per label set.
+_encode_labels = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+
+# The history columns after (target, ts), in HistoryRow's order after labels and ts.
+_HISTORY_FIELDS = (
+    "span",
+    "count",
+    "alive",
+    "pid",
+    "processes_avg",
+    "processes_max",
+    "cpu_avg",
+    "cpu_max",
+    "rss_avg",
+    "rss_max",
+    "vms_avg",
+    "vms_max",
+    "threads_avg",
+    "threads_max",
+    "fds_avg",
+    "fds_max",
+    "read_bytes",
+    "write_bytes",
+    "ctx_switches",
+)
+
+
+def _merge_history_sql() -> str:
+    """The upsert that folds a second row for the same (target, minute) into the first.
+
+    It happens when a partial minute was written at shutdown and the next daemon samples the
+    rest of that minute, or when the wall clock steps back: averages are weighted by count,
+    maxima and sums combine, and a missing value (NULL) on one side takes the other's.
+    """
+
+    def either(col: str, both: str) -> str:
+        return (
+            f"{col} = CASE WHEN {col} IS NULL THEN excluded.{col} "
+            f"WHEN excluded.{col} IS NULL THEN {col} ELSE {both} END"
+        )
+
+    sets = [
+        "span = max(span, excluded.span)",
+        "alive = (alive * count + excluded.alive * excluded.count) / (count + excluded.count)",
+        "pid = excluded.pid",
+    ]
+    for name in _HISTORY_FIELDS:
+        if name.endswith("_avg"):
+            sets.append(
+                either(
+                    name,
+                    f"({name} * count + excluded.{name} * excluded.count) "
+                    "/ (count + excluded.count)",
+                )
+            )
+        elif name.endswith("_max"):
+            sets.append(either(name, f"max({name}, excluded.{name})"))
+        elif name in ("read_bytes", "write_bytes", "ctx_switches"):
+            sets.append(either(name, f"{name} + excluded.{name}"))
+    sets.append("count = count + excluded.count")  # every SET expression reads the old row
+    columns = ", ".join(("target", "ts", *_HISTORY_FIELDS))
+    values = ", ".join(["(SELECT id FROM history_targets WHERE labels = ?)"] + ["?"] * 20)
+    return (
+        f"INSERT INTO history ({columns}) VALUES ({values}) "
+        f"ON CONFLICT (target, ts) DO UPDATE SET {', '.join(sets)}"
+    )
+
+
+_INSERT_HISTORY = _merge_history_sql()
+_HISTORY_COLUMNS = ", ".join(f"h.{name}" for name in ("ts", *_HISTORY_FIELDS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +207,57 @@ class InstanceRecord:
     started: float
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One monitored target's samples over one bucket of time (a minute), summarised.
+
+    The monitor writes one row per target and minute; ``labels`` name the target (e.g.
+    ``{"kind": "service", "service": "web", "instance": "0"}``). ``ts`` is the wall-clock
+    start of the bucket and ``span`` its length in seconds; ``count`` samples went into it.
+    ``alive`` is the share of them (0 to 1) in which the target's root process was alive and
+    ``pid`` its pid in the last one. ``*_avg`` and ``*_max`` are the average and largest of the
+    tree totals (``cpu`` in percent of one core; ``rss``, ``vms`` in bytes); ``read_bytes``,
+    ``write_bytes`` and ``ctx_switches`` are how much those counters grew during the bucket.
+    A value no sample of the bucket had is None.
+    """
+
+    labels: Mapping[str, str]
+    ts: float
+    span: float
+    count: int
+    alive: float
+    pid: int
+    processes_avg: float | None = None
+    processes_max: int | None = None
+    cpu_avg: float | None = None
+    cpu_max: float | None = None
+    rss_avg: float | None = None
+    rss_max: int | None = None
+    vms_avg: float | None = None
+    vms_max: int | None = None
+    threads_avg: float | None = None
+    threads_max: int | None = None
+    fds_avg: float | None = None
+    fds_max: int | None = None
+    read_bytes: int | None = None
+    write_bytes: int | None = None
+    ctx_switches: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (``labels`` is copied)."""
+        out: dict[str, Any] = {"labels": dict(self.labels), "ts": self.ts}
+        for name in _HISTORY_FIELDS:
+            out[name] = getattr(self, name)
+        return out
+
+
+def _labels_text(labels: Mapping[str, str]) -> str:
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"labels must map strings to strings, not {key!r}: {value!r}")
+    return _encode_labels(dict(labels))
+
+
 def _fail(path: str, exc: sqlite3.Error, doing: str) -> StoreError:
     name = getattr(exc, "sqlite_errorname", "")
     if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
@@ -115,8 +273,11 @@ def _fail(path: str, exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(path, f"cannot {doing} ({exc}); check the disk and the file's permissions")
 
 
-class Store:
-    """Durable daemon state in one SQLite file: the event log and the instances to re-adopt.
+class Store(JobTables):
+    """Durable daemon state in one SQLite file: events, instances, monitoring history.
+
+    It holds the event log, the instances to re-adopt after a crash, and the monitoring
+    history (per-minute summaries of each monitored target's samples, see :class:`HistoryRow`).
 
     The file is created with mode 0600 and opened in WAL mode with ``synchronous=NORMAL``:
     every write is committed when the call returns, so it survives the daemon being killed
@@ -382,3 +543,142 @@ class Store:
         except sqlite3.Error as exc:
             raise _fail(self._path, exc, "read instances") from exc
         return [InstanceRecord(*row) for row in rows]
+
+    # Cost, measured on the 2-vCPU dev VM: add_history of 500 rows (a minute of 500 targets)
+    # ~5 ms, one transaction; history() of one target's day (1,440 rows) ~6 ms; pruning one
+    # minute of 500 targets from 60,000 rows ~8 ms, most of it the check for targets left
+    # without rows.
+    def add_history(self, rows: Iterable[HistoryRow]) -> int:
+        """Write summarised monitoring rows in one transaction; return how many.
+
+        A row for a (labels, ts) already stored is merged into it (averages weighted by
+        ``count``, maxima and counter growth combined) rather than refused.
+
+        Raises:
+            TypeError: a row's labels are not a mapping of strings to strings.
+            StoreError: the write failed; none of the rows is stored.
+        """
+        conn = self._connection()
+        params = []
+        texts = set()
+        for row in rows:
+            text = _labels_text(row.labels)
+            texts.add(text)
+            params.append((text, row.ts, *(getattr(row, name) for name in _HISTORY_FIELDS)))
+        if not params:
+            return 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO history_targets (labels) VALUES (?) "
+                    "ON CONFLICT (labels) DO NOTHING",
+                    [(text,) for text in sorted(texts)],
+                )
+                conn.executemany(_INSERT_HISTORY, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _fail(self._path, exc, "record monitoring history") from exc
+        return len(params)
+
+    def history(
+        self,
+        labels: Mapping[str, str] | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[HistoryRow]:
+        """Summarised monitoring rows, oldest first (by ``ts``, then by labels).
+
+        Args:
+            labels: only the target with exactly these labels; all targets if None.
+            since: only rows whose ``ts`` is at or after this (wall-clock seconds).
+            until: only rows whose ``ts`` is before this.
+            limit: at most this many, the newest.
+
+        Raises:
+            ValueError: ``limit`` is negative.
+            TypeError: ``labels`` is not a mapping of strings to strings.
+            StoreError: the read failed.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        conn = self._connection()
+        where: list[str] = []
+        params: list[object] = []
+        if labels is not None:
+            where.append("t.labels = ?")
+            params.append(_labels_text(labels))
+        if since is not None:
+            where.append("h.ts >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("h.ts < ?")
+            params.append(until)
+        sql = (
+            f"SELECT t.labels, {_HISTORY_COLUMNS} FROM history AS h "
+            "JOIN history_targets AS t ON t.id = h.target"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY h.ts DESC, t.labels DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _fail(self._path, exc, "read monitoring history") from exc
+        decoded: dict[str, dict[str, str]] = {}
+        out = []
+        for text, *values in reversed(rows):
+            found = decoded.get(text)
+            if found is None:
+                found = decoded[text] = json.loads(text)
+            out.append(HistoryRow(found, *values))
+        return out
+
+    def history_targets(self) -> list[dict[str, str]]:
+        """The label sets of every target with stored history, in their canonical order.
+
+        Raises:
+            StoreError: the read failed.
+        """
+        conn = self._connection()
+        try:
+            rows = conn.execute("SELECT labels FROM history_targets ORDER BY labels").fetchall()
+        except sqlite3.Error as exc:
+            raise _fail(self._path, exc, "read monitoring targets") from exc
+        return [json.loads(text) for (text,) in rows]
+
+    def prune_history(self, before: float) -> int:
+        """Delete history rows whose ``ts`` is before ``before``; return how many.
+
+        Targets left without any row are forgotten too.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute("DELETE FROM history WHERE ts < ?", (before,)).rowcount
+                if deleted:
+                    conn.execute(
+                        "DELETE FROM history_targets WHERE NOT EXISTS "
+                        "(SELECT 1 FROM history WHERE target = history_targets.id)"
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _fail(self._path, exc, "prune monitoring history") from exc
+        return deleted
