@@ -16,6 +16,7 @@ from procvisor.policy.taskqueue import (
     Priority,
     QueuedTask,
     TaskQueue,
+    effective_priority,
     parse_priority,
 )
 
@@ -112,6 +113,25 @@ def test_effective_priority_rises_one_level_per_aging_period() -> None:
     }
     for now, level in expected.items():
         assert q.effective_priority(task, now) is level, now
+
+
+@given(
+    st.sampled_from(list(Priority)),
+    st.floats(min_value=-1e6, max_value=1e6),
+    st.floats(min_value=-1e6, max_value=1e6),
+    st.sampled_from([0.0, 0.5, 10.0, 3600.0]),
+)
+def test_effective_priority_is_the_one_aging_rule(
+    base: Priority, enqueued: float, now: float, aging: float
+) -> None:
+    level = effective_priority(base, enqueued, now, aging)
+    if aging == 0:
+        assert level is base
+    else:
+        steps = math.floor(max(0.0, now - enqueued) / aging)
+        assert level is Priority(min(Priority.CRITICAL, base + steps))
+    q: TaskQueue[str] = TaskQueue(aging=aging)
+    assert q.effective_priority(q.push("t", priority=base, now=enqueued), now) is level
 
 
 def test_an_old_background_task_overtakes_new_normal_ones_after_two_periods() -> None:

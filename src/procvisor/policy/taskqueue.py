@@ -45,6 +45,7 @@ __all__ = [
     "Priority",
     "QueuedTask",
     "TaskQueue",
+    "effective_priority",
     "parse_priority",
 ]
 
@@ -92,6 +93,20 @@ def parse_priority(value: Priority | int | str, *, field: str = "priority") -> P
         if member is not None:
             return member
     raise ValueError(f"{field}: {value!r} is not a priority; use one of {_ACCEPTED}")
+
+
+def effective_priority(base: Priority, enqueued: float, now: float, aging: float) -> Priority:
+    """Return the priority a task or job pushed at ``enqueued`` with ``base`` has at ``now``.
+
+    ``min(critical, base + floor((now - enqueued) / aging))``, a wait below 0 counting as 0;
+    ``aging = 0`` turns aging off (``base`` is returned). The one aging rule of both
+    :class:`TaskQueue` and :class:`~procvisor.policy.jobqueue.JobQueue` (which passes a job's
+    ready time as ``enqueued``).
+    """
+    if aging == 0:
+        return base
+    waited = max(0.0, now - enqueued)
+    return Priority(min(Priority.CRITICAL, base + math.floor(waited / aging)))
 
 
 def _check_time(value: float, name: str) -> float:
@@ -194,11 +209,7 @@ class TaskQueue(Generic[T]):
 
     def effective_priority(self, task: QueuedTask[T], now: float) -> Priority:
         """Return the priority ``task`` has at ``now`` after aging (see the module docstring)."""
-        if self._aging == 0:
-            return task.priority
-        waited = max(0.0, now - task.enqueued)
-        level = task.priority + math.floor(waited / self._aging)
-        return Priority(min(Priority.CRITICAL, level))
+        return effective_priority(task.priority, task.enqueued, now, self._aging)
 
     def push(
         self,

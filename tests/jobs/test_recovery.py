@@ -1,0 +1,176 @@
+"""Durability: a scheduler killed with SIGKILL loses no job and never runs one twice at once."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import await_for, pid_alive, wait_for
+from procvisor.jobs import JobsConfig, JobSpec, JobState, Scheduler
+from procvisor.jobs._orphans import start_ticks
+from procvisor.policy.admission import Capacity
+from procvisor.store import JobChange, NewJob, Store
+
+from .conftest import MakeScheduler, lines
+
+S = JobState
+WORKER = Path(__file__).with_name("crash_worker.py")
+
+
+async def test_sigkill_in_the_middle_of_a_batch_loses_no_job(tmp_path: Path) -> None:
+    n = 40
+    out, locks = tmp_path / "out", tmp_path / "locks"
+    locks.mkdir()
+    db = tmp_path / "jobs.db"
+    args = [str(db), str(tmp_path / "logs"), str(out), str(locks), str(n)]
+    worker = subprocess.Popen(
+        [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None and worker.stdout.readline() == "submitted\n"
+        # Kill it while jobs run: some have ended, some are running, most are queued.
+        wait_for(lambda: lines(out).count("end") >= 8, timeout=20)
+    finally:
+        worker.kill()
+        worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()
+    killed_at = lines(out).count("end")
+    assert killed_at < 2 * n  # it was killed before the batch was done
+
+    with Store(db) as store:
+        config = JobsConfig(capacity=Capacity(cpu=2.0), grace=1.0)
+        async with Scheduler(store, tmp_path / "logs", config) as jobs:
+            report = jobs.recovery
+            assert report.loaded > 0 and report.requeued
+            done = await asyncio.gather(*(jobs.wait(i, timeout=30) for i in range(1, n + 1)))
+    assert [j.state for j in done] == [S.SUCCEEDED] * n
+    text = out.read_text()
+    assert "OVERLAP" not in text
+    ends = collections.Counter(line.split()[1] for line in text.splitlines() if "end" in line)
+    assert set(ends) == {str(i) for i in range(1, n + 1)}  # none lost
+    # A job whose run was cut short ran again: at least once each, never twice at once.
+    starts = collections.Counter(line.split()[1] for line in text.splitlines() if "start" in line)
+    assert all(starts[k] >= ends[k] for k in ends)
+    for _, pid in report.stopped:
+        assert not pid_alive(pid)
+
+
+def _orphan(tmp_path: Path, db: Path, job_id: int) -> subprocess.Popen[bytes]:
+    """A process started as a job's run would be, by a scheduler that then died."""
+    env = {**os.environ, "PROCVISOR_JOB": f"{job_id}:{os.path.abspath(db)}"}
+    return subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+
+
+async def test_running_jobs_are_stopped_and_requeued_or_failed(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    with Store(db) as store:
+        again, once, starting = store.add_jobs(
+            [
+                NewJob("again", "default", 2, {"command": ["true"]}, time.time()),
+                NewJob(
+                    "once",
+                    "default",
+                    2,
+                    {"command": ["true"], "requeue_on_restart": False},
+                    time.time(),
+                ),
+                NewJob("starting", "default", 2, {"command": ["true"]}, time.time()),
+            ]
+        )
+        procs = {i: _orphan(tmp_path, db, i) for i in (again, once, starting)}
+        wait_for(lambda: all(start_ticks(p.pid) for p in procs.values()))
+        changes = []
+        for job_id in (again, once):
+            pid = procs[job_id].pid
+            changes += [
+                JobChange(job_id, "queued", "scheduled", 1.0, "admitted", runs=1),
+                JobChange(
+                    job_id,
+                    "scheduled",
+                    "running",
+                    1.0,
+                    "started",
+                    runs=1,
+                    pid=pid,
+                    start_ticks=start_ticks(pid),
+                    started=1.0,
+                ),
+            ]
+        # Crashed between the spawn and the write of its pid: found by its environment.
+        changes.append(JobChange(starting, "queued", "scheduled", 1.0, "admitted", runs=1))
+        store.update_jobs(changes)
+
+        jobs = Scheduler(store, tmp_path / "logs", JobsConfig(capacity=Capacity(cpu=2.0)))
+        try:
+            report = await jobs.start()
+            for proc in procs.values():
+                # Stopped, and reaped by the scheduler (we are its subreaper): Popen sees 0.
+                assert not pid_alive(proc.pid)
+                proc.wait(timeout=5)
+            assert sorted(report.stopped) == sorted((i, p.pid) for i, p in procs.items())
+            assert report.requeued == (again, starting) and report.failed == (once,)
+            failed = jobs.get(once)
+            assert failed.state is S.FAILED
+            assert failed.reason.endswith("and requeue_on_restart is off")
+            for job_id in (again, starting):
+                job = await jobs.wait(job_id, timeout=5)
+                assert job.state is S.SUCCEEDED and job.runs == 2 and job.failures == 0
+            states = [e.new for e in jobs.get(again).history]
+            assert states[3:6] == [S.RETRYING, S.QUEUED, S.SCHEDULED]
+        finally:
+            await jobs.aclose()
+
+
+async def test_a_reused_pid_is_left_alone(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with Store(db) as store:
+            [job_id] = store.add_jobs([NewJob("x", "default", 2, {"command": ["true"]}, 1.0)])
+            store.update_jobs(
+                [
+                    JobChange(job_id, "queued", "scheduled", 1.0, "admitted", runs=1),
+                    JobChange(
+                        job_id,
+                        "scheduled",
+                        "running",
+                        1.0,
+                        "started",
+                        runs=1,
+                        pid=stranger.pid,
+                        start_ticks=1.0,  # not the stranger's start time
+                    ),
+                ]
+            )
+            async with Scheduler(store, tmp_path / "logs", JobsConfig()) as jobs:
+                assert jobs.recovery.stopped == ()
+                assert (await jobs.wait(job_id, timeout=5)).state is S.SUCCEEDED
+            assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+async def test_close_requeues_running_jobs_for_the_next_scheduler(
+    make_scheduler: MakeScheduler,
+) -> None:
+    jobs = await make_scheduler()
+    job_id = jobs.submit(JobSpec(("sleep", "30")))
+    await await_for(lambda: jobs.get(job_id).state is S.RUNNING)
+    pid = jobs.get(job_id).pid
+    assert pid is not None
+    await jobs.aclose()
+    assert not pid_alive(pid)
+    job = jobs.get(job_id)
+    assert job.state is S.QUEUED and job.failures == 0
+    assert job.reason == "the scheduler shut down while it ran; queued again, no retry used"
+    again = await make_scheduler()
+    assert again.recovery.loaded == 1
+    await await_for(lambda: again.get(job_id).state is S.RUNNING)
+    await again.cancel([job_id])
