@@ -53,6 +53,8 @@ def test_root_exports_exactly_the_public_names() -> None:
         "process",
         "store",
         "pool",
+        "monitor",
+        "jobs",
         "supervisor",
         "cli",
         "daemon",

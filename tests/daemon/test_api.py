@@ -140,6 +140,23 @@ class FakeControl:
     def metrics(self) -> bytes:
         return b"procvisor_instance_up 1.0\n"
 
+    def alerts(self, include_resolved: bool) -> list[dict[str, Any]]:
+        self.calls.append(("alerts", include_resolved))
+        return []
+
+    def ack(self, alert_id: str, duration: float | None) -> dict[str, Any]:
+        self.calls.append(("ack", alert_id, duration))
+        if not alert_id.startswith("high-rss"):
+            raise LookupError(f"no alert rule {alert_id.partition('/')[0]!r}; rules: high-rss")
+        return {"id": alert_id, "acknowledged": True}
+
+    def top(self) -> list[dict[str, Any]]:
+        return []
+
+    async def inspect(self, target: str) -> dict[str, Any]:
+        self._instances([target])
+        return {"name": target}
+
     def pools(self, name: str | None) -> list[dict[str, Any]]:
         self.calls.append(("pools", name))
         if name not in (None, "upper"):
@@ -489,6 +506,19 @@ async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
     assert response.text == "procvisor_instance_up 1.0\n"
 
 
+async def test_alert_ack_takes_a_duration_and_unknown_rules_are_404(
+    client: httpx.AsyncClient, control: FakeControl
+) -> None:
+    silenced = await client.post("/alerts/ack", json={"id": "high-rss/web:0", "for": "1h"})
+    assert silenced.status_code == 200
+    assert control.calls[-1] == ("ack", "high-rss/web:0", 3600.0)
+    bad = await client.post("/alerts/ack", json={"id": "high-rss", "for": "soon"})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("for: 'soon'")
+    unknown = await client.post("/alerts/ack", json={"id": "nope/web:0"})
+    assert unknown.status_code == 404
+    assert (await client.get("/inspect", params={"target": "nope:0"})).status_code == 404
+
+
 async def test_an_unknown_route_is_404_json(client: httpx.AsyncClient) -> None:
     response = await client.get("/nope")
     assert response.status_code == 404
@@ -512,6 +542,10 @@ async def test_openapi_lists_every_route_and_the_error_shape(client: httpx.Async
         "/pools",
         "/pools/{name}/tasks",
         "/metrics",
+        "/alerts",
+        "/alerts/ack",
+        "/top",
+        "/inspect",
     }
     stop = schema["paths"]["/stop"]["post"]
     assert stop["responses"]["404"]["content"]["application/json"]["schema"] == {

@@ -115,6 +115,48 @@ class OneLineCommand(click.Command):
             raise as_usage_line(exc, ctx) from None
 
 
+class OneLineGroup(click.Group):
+    """A click group whose errors are one ``procvisor: ...`` line, like the rest.
+
+    Ctrl-C while click parses the command line exits 130 like any other Ctrl-C, not with
+    click's "Aborted!" and status 1.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args:
+            return super().parse_args(ctx, args)  # click shows the help, as it should
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise as_usage_line(exc, ctx) from None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise as_usage_line(exc, ctx) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
+
+
 def _strip_field(message: str, field: str) -> str:
     """The library names the field (``limits.memory: ...``); click names the option instead."""
     prefix = f"{field}: "

@@ -39,6 +39,7 @@ from starlette.websockets import WebSocketClose
 import procvisor
 from procvisor.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from procvisor.daemon.config import ConfigError
+from procvisor.policy.units import parse_duration
 from procvisor.pool._engine import PoolStats
 from procvisor.process import parse_signal
 from procvisor.supervisor import _logs as logfiles
@@ -117,6 +118,22 @@ class Control(Protocol):
 
     def metrics(self) -> bytes:
         """Every Prometheus series, in the text exposition format."""
+        ...
+
+    def alerts(self, include_resolved: bool) -> list[dict[str, Any]]:
+        """Pending and firing alerts (and resolved ones); see :class:`AlertInfo`."""
+        ...
+
+    def ack(self, alert_id: str, duration: float | None) -> dict[str, Any]:
+        """Acknowledge an alert (``RULE/TARGET``), or silence it (or a whole rule) ``duration``."""
+        ...
+
+    def top(self) -> list[dict[str, Any]]:
+        """The last sample of every instance and pool worker; see :class:`TopRow`."""
+        ...
+
+    async def inspect(self, target: str) -> dict[str, Any]:
+        """A diagnostic snapshot of one instance."""
         ...
 
     def pools(self, name: str | None) -> list[dict[str, Any]]:
@@ -287,6 +304,47 @@ class TaskReply(_Reply):
     error: TaskError | None = None
 
 
+class AlertInfo(_Reply):
+    """One alert: a rule holding (or having held) for one instance or pool worker."""
+
+    id: str = Field(description="RULE/TARGET, e.g. 'high-rss/web:0'; what 'ack' takes.")
+    rule: str
+    labels: dict[str, str]
+    status: Literal["pending", "firing", "resolved"]
+    severity: str | None
+    summary: str
+    since: float | None = Field(description="When the rule began to hold (Unix time).")
+    fired_at: float | None
+    resolved_at: float | None
+    acknowledged: bool
+    silenced_until: float | None
+
+
+class AckRequest(_Request):
+    """Acknowledge an alert until it resolves, or (with ``for``) silence it that long."""
+
+    id: str = Field(description="RULE/TARGET to act on one alert, or RULE to silence a rule.")
+    for_: float | str | None = Field(
+        default=None, alias="for", description="Silence for this long ('1h'); else acknowledge."
+    )
+
+
+class TopRow(_Reply):
+    """The last sample of one instance or pool worker."""
+
+    name: str
+    kind: Literal["service", "pool"]
+    state: str
+    status: Literal["ok", "warning", "critical", "dead"]
+    pid: int | None
+    processes: int
+    cpu: float | None = Field(description="Percent of one core, over the last interval.")
+    rss: int | None
+    threads: int | None
+    fds: int | None
+    uptime: float | None
+
+
 class Event(_Reply):
     """Something that happened to a service or to the daemon."""
 
@@ -437,6 +495,38 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
     async def metrics() -> Response:
         """Prometheus metrics: instances, probes, exits, pools, the daemon's own process."""
         return Response(control.metrics(), media_type=METRICS_CONTENT_TYPE)
+
+    @app.get("/alerts", tags=["monitoring"], response_model=list[AlertInfo])
+    async def alerts(
+        all: Annotated[bool, Query(description="Resolved alerts too.")] = False,
+    ) -> list[dict[str, Any]]:
+        """Alerts that are pending or firing (and resolved ones)."""
+        return control.alerts(all)
+
+    @app.post("/alerts/ack", tags=["monitoring"])
+    async def ack(body: AckRequest) -> dict[str, Any]:
+        """Acknowledge a firing alert, or silence an alert or a whole rule for a while."""
+        duration = None
+        if body.for_ is not None:
+            duration = (
+                parse_duration(body.for_, field="for") if isinstance(body.for_, str) else body.for_
+            )
+        return control.ack(body.id, duration)
+
+    @app.get("/top", tags=["monitoring"], response_model=list[TopRow])
+    async def top() -> list[dict[str, Any]]:
+        """The last sample of every instance and pool worker, with its status."""
+        return control.top()
+
+    @app.get("/inspect", tags=["monitoring"])
+    async def inspect(
+        target: Annotated[
+            str, Query(description="An instance ('web:1'), or a one-instance service.")
+        ],
+    ) -> dict[str, Any]:
+        """A diagnostic snapshot: processes, threads, files, sockets, environment (secrets
+        redacted), limits and how each is enforced, recent trend."""
+        return await control.inspect(target)
 
     @app.get("/pools", tags=["pools"], response_model=list[PoolStatus])
     async def pools(

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from procvisor import __version__
 from procvisor.daemon._metrics import DaemonMetrics
@@ -31,6 +31,10 @@ from procvisor.daemon.config import SOCKET_NAME, Config, ConfigError, load_confi
 from procvisor.process import become_subreaper, reap_orphans
 from procvisor.store import Store, StoreError
 from procvisor.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from procvisor.daemon._monitoring import Monitoring
+    from procvisor.monitor._notify import Dispatcher
 
 __all__ = ["DaemonError", "run_daemon"]
 
@@ -123,12 +127,64 @@ class Daemon:
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
         self.pools = CommandPools(state / LOG_DIR_NAME)
-        self.metrics = DaemonMetrics(self._instance_rows, self.pools.running)
+        self.metrics = DaemonMetrics(self.instance_rows, self.pools.running)
+        self.monitoring: Monitoring | None = None
+        self.dispatcher: Dispatcher | None = None
 
-    def _instance_rows(self) -> list[dict[str, Any]]:
+    def instance_rows(self, service: str | None = None) -> list[dict[str, Any]]:
+        """Every instance's status (of ``service``), with the last sample's CPU and memory."""
         if self.supervisor is None:
             return []
-        return [inst.status() for inst in self.supervisor.resolve(["all"])]
+        rows = self.supervisor.status(service, measure=False)
+        if self.monitoring is not None:
+            for row in rows:
+                if row["pid"] is None:
+                    continue
+                labels = {"kind": "service", "service": row["service"]}
+                sample = self.monitoring.latest({**labels, "instance": str(row["instance"])})
+                if sample is not None and sample.alive:
+                    row["cpu_percent"] = None if sample.cpu is None else round(sample.cpu, 1)
+                    row.update(rss=sample.rss, vms=sample.vms, fds=sample.fds)
+                    row["threads"] = sample.threads
+        return rows
+
+    async def _start_monitoring(self) -> asyncio.Task[None]:
+        """Start the notifiers and the sampling task (after the services: it imports more)."""
+        from procvisor.daemon._monitoring import Monitoring  # noqa: PLC0415
+        from procvisor.monitor._notify import Dispatcher  # noqa: PLC0415
+
+        assert self.store is not None
+        self.dispatcher = Dispatcher(list(self.config.alerts.notifiers.values()))
+        await self.dispatcher.start()
+        self.metrics.notifications = self.dispatcher.stats
+        self.monitoring = Monitoring(
+            self.config,
+            supervisor=lambda: self.supervisor,
+            pools=self.pools,
+            store=self.store,
+            metrics=self.metrics,
+            ops=self._ops,
+            notify=self._dispatch,
+        )
+        return asyncio.get_running_loop().create_task(self.monitoring.run(), name="monitoring")
+
+    def _dispatch(self, event: Any) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.dispatch(event)
+
+    async def _reconfigure_monitoring(self, config: Config) -> None:
+        if self.monitoring is not None:
+            self.monitoring.configure(config)
+        if self.dispatcher is not None and config.alerts.notifiers != self.config.alerts.notifiers:
+            from procvisor.monitor._notify import Dispatcher  # noqa: PLC0415
+
+            old, self.dispatcher = (
+                self.dispatcher,
+                Dispatcher(list(config.alerts.notifiers.values())),
+            )
+            await self.dispatcher.start()
+            self.metrics.notifications = self.dispatcher.stats
+            await old.aclose()
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -180,6 +236,7 @@ class Daemon:
             result = (await self.supervisor.reload(service_specs(config))).to_dict()
             for what, names in (await self.pools.apply(config.pools)).items():
                 result[what] += names
+            await self._reconfigure_monitoring(config)
             self.config = config
             return result
 
@@ -219,6 +276,7 @@ class Daemon:
                 log.warning("stopped %d processes left by a killed daemon", len(left))
             await self.supervisor.start_all()
             await self.pools.apply(self.config.pools)
+            monitoring = await self._start_monitoring()
 
             from procvisor.daemon._api import create_app  # noqa: PLC0415 - see above
             from procvisor.daemon._server import ApiServer  # noqa: PLC0415
@@ -248,6 +306,7 @@ class Daemon:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), SOCKET_CHECK_INTERVAL)
                 await server.check()
+            await _cancel(monitoring)  # throttled groups run again before they are stopped
             async with self._ops:
                 await asyncio.gather(self.supervisor.stop_all(), self.pools.close())
             log.info("all services stopped; bye")
@@ -259,6 +318,8 @@ class Daemon:
             await self.pools.close()
             raise
         finally:
+            if self.dispatcher is not None:
+                await self.dispatcher.aclose()
             if server is not None:
                 await server.close()
             for task in self._tasks:
@@ -266,6 +327,12 @@ class Daemon:
             self.store.close()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                 loop.remove_signal_handler(signum)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Control:
@@ -289,7 +356,7 @@ class Control:
         }
 
     def status(self, service: str | None) -> list[dict[str, Any]]:
-        return self._sup.status(service)
+        return self._d.instance_rows(service)
 
     async def start(self, targets: list[str]) -> list[str]:
         async with self._d._ops:
@@ -324,6 +391,28 @@ class Control:
 
     def metrics(self) -> bytes:
         return self._d.metrics.render()
+
+    @property
+    def _mon(self) -> Monitoring:
+        if self._d.monitoring is None:
+            raise LookupError("monitoring has not started yet; try again in a moment")
+        return self._d.monitoring
+
+    def alerts(self, include_resolved: bool) -> list[dict[str, Any]]:
+        return self._mon.alerts(include_resolved)
+
+    def ack(self, alert_id: str, duration: float | None) -> dict[str, Any]:
+        return self._mon.ack(alert_id, duration)
+
+    def top(self) -> list[dict[str, Any]]:
+        return self._mon.top()
+
+    async def inspect(self, target: str) -> dict[str, Any]:
+        instances = self._sup.resolve([target])
+        if len(instances) != 1:
+            names = ", ".join(i.name for i in instances)
+            raise ValueError(f"{target!r} has {len(instances)} instances ({names}); name one")
+        return await self._mon.inspect(instances[0])
 
     def pools(self, name: str | None) -> list[dict[str, Any]]:
         return self._d.pools.status(name)

@@ -89,7 +89,15 @@ class _Collector:
         )
         for (rule, severity), n in r.alerts_fired.items():
             fired.add_metric([rule, severity], n)
-        yield from (spawn, probe, exits, failures, fired)
+        sent = CounterMetricFamily(
+            "procvisor_notifications",
+            "Alert notifications by notifier and outcome (delivered, failed, dropped)",
+            labels=["notifier", "outcome"],
+        )
+        for name, st in (r.notifications() if r.notifications is not None else {}).items():
+            for outcome in ("delivered", "failed", "dropped"):
+                sent.add_metric([name, outcome], getattr(st, outcome))
+        yield from (spawn, probe, exits, failures, fired, sent)
 
     def _instance_metrics(self) -> Iterator[Metric]:
         from prometheus_client.core import (  # noqa: PLC0415
@@ -217,6 +225,8 @@ class DaemonMetrics:
         self.exits: Counter[tuple[str, str]] = Counter()
         self.probe_failures: Counter[str] = Counter()
         self.alerts_fired: Counter[tuple[str, str]] = Counter()
+        self.notifications: Callable[[], Mapping[str, Any]] | None = None
+        """The notifiers' delivery counts (``Dispatcher.stats``), once they run."""
         self._registry: CollectorRegistry | None = None
 
     # -- the supervisor's observer ----------------------------------------------------------

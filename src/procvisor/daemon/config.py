@@ -58,6 +58,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from procvisor.policy.alerts import AlertRule, WatchLimits, parse_alert_rule, parse_watch
+from procvisor.policy.notifiers import NotifierSpec, parse_notifier
 from procvisor.policy.units import (
     DURATION_FORMS,
     SIZE_FORMS,
@@ -445,24 +446,36 @@ def _watch(value: Any) -> WatchLimits:
         raise _policy_problem(exc) from None
 
 
-def _rules(value: Any) -> dict[str, AlertRule]:
-    """``[alerts.rules.NAME]`` tables, checked by :func:`parse_alert_rule`."""
+def _named_tables(value: Any, what: str, parse: Callable[[str, dict[str, Any]], Any]) -> Any:
+    """``[alerts.rules.NAME]`` or ``[alerts.notifiers.NAME]`` tables, each checked by ``parse``."""
     if not isinstance(value, dict):
-        raise _problem(f"expected tables of rules, got {_got(value)}")
-    rules = {}
+        raise _problem(f"expected tables of {what}s, got {_got(value)}")
+    out = {}
     for name, table in value.items():
-        if isinstance(table, AlertRule):
-            rules[name] = table
+        if not isinstance(table, dict):
+            out[name] = table  # already parsed (a model being copied)
             continue
         if not _NAME_RE.match(name):
-            raise _problem(f"{name!r} is not a rule name; use letters, digits, '-' and '_'", name)
-        if not isinstance(table, dict):
-            raise _problem(f"expected a table, got {_got(table)}", name)
+            raise _problem(f"{name!r} is not a {what} name; use letters, digits, '-' and '_'", name)
         try:
-            rules[name] = parse_alert_rule(name, table, field=_POLICY_PATH)
+            out[name] = parse(name, table)
         except ValueError as exc:
             raise _policy_problem(exc, name) from None
-    return rules
+    return out
+
+
+def _rules(value: Any) -> dict[str, AlertRule]:
+    """``[alerts.rules.NAME]`` tables, checked by :func:`parse_alert_rule`."""
+    return _named_tables(  # type: ignore[no-any-return]
+        value, "rule", lambda name, table: parse_alert_rule(name, table, field=_POLICY_PATH)
+    )
+
+
+def _notifiers(value: Any) -> dict[str, NotifierSpec]:
+    """``[alerts.notifiers.NAME]`` tables, checked by :func:`parse_notifier`."""
+    return _named_tables(  # type: ignore[no-any-return]
+        value, "notifier", lambda name, table: parse_notifier(name, table, field=_POLICY_PATH)
+    )
 
 
 def _limits_table(limits: Limits) -> dict[str, int | float]:
@@ -1031,8 +1044,11 @@ class MonitorSection(_Section):
     )
 
 
+_TABLE_SCHEMA = WithJsonSchema({"type": "object"})
+
+
 class AlertsSection(_Section):
-    """``[alerts]``: alert rules and the built-in ones."""
+    """``[alerts]``: alert rules, the built-in ones, and the notifiers alerts go to."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -1043,16 +1059,23 @@ class AlertsSection(_Section):
             "storm. Default true."
         ),
     )
-    # dict[str, AlertRule]: pydantic cannot build a schema for AlertRule's fields (their
-    # types are protocols), and _rules validates everything.
-    rules: Annotated[dict[str, Any], PlainValidator(_rules), WithJsonSchema({"type": "object"})] = (
-        Field(
-            default_factory=dict,
-            description=(
-                "Rules by name: expr (e.g. \"rss > 400M and service == 'web'\") or kind "
-                "(fatal, flapping, probe-failing, restart-storm), for, severity, summary."
-            ),
-        )
+    # dict[str, AlertRule] and dict[str, NotifierSpec]: pydantic cannot build schemas for
+    # their fields (protocols, unions of dataclasses); the validators check everything.
+    rules: Annotated[dict[str, Any], PlainValidator(_rules), _TABLE_SCHEMA] = Field(
+        default_factory=dict,
+        description=(
+            "Rules by name: expr (e.g. \"rss > 400M and service == 'web'\") or kind "
+            "(fatal, flapping, probe-failing, restart-storm), for, severity, summary."
+        ),
+    )
+    notifiers: Annotated[dict[str, Any], PlainValidator(_notifiers), _TABLE_SCHEMA] = Field(
+        default_factory=dict,
+        description=(
+            "Where alerts go, by name: type = webhook (url, format = json | slack | "
+            "alertmanager, headers, timeout, attempts, backoff), command (command, timeout), "
+            "email (host, port, from, to, username, password, starttls) or log; each with "
+            "min_severity and rules to filter."
+        ),
     )
 
 

@@ -370,8 +370,9 @@ class Supervisor:
 
     # -- reporting --------------------------------------------------------------------------
 
-    def status(self, service: str | None = None) -> list[dict[str, Any]]:
-        """One dict per instance (see :meth:`Instance.status`), with CPU and memory."""
+    def status(self, service: str | None = None, *, measure: bool = True) -> list[dict[str, Any]]:
+        """One dict per instance (see :meth:`Instance.status`), with CPU and memory unless
+        ``measure`` is false (then the caller fills them in from its own samples)."""
         if service is not None and service not in self._services:
             raise self._unknown(service)
         insts = [
@@ -380,6 +381,8 @@ class Supervisor:
             if service is None or name == service
             for i in svc.instances
         ]
+        if not measure:
+            return [inst.status() for inst in insts]
         groups = group_pids() if any(i.pid for i in insts) else {}
         seen: dict[int, psutil.Process] = {}
         out = []
