@@ -12,8 +12,8 @@ from pathlib import Path
 
 from helpers import await_for, pid_alive, wait_for
 from procvisor.jobs import JobsConfig, JobSpec, JobState, Scheduler
-from procvisor.jobs._orphans import start_ticks
 from procvisor.policy.admission import Capacity
+from procvisor.process import start_ticks
 from procvisor.store import JobChange, NewJob, Store
 
 from .conftest import MakeScheduler, lines

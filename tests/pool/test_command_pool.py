@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import procvisor
-from helpers import pid_alive, wait_for
+from helpers import pid_alive, reaped_and_gone, wait_for
 from procvisor import (
     CommandPool,
     ProtocolError,
@@ -21,7 +21,7 @@ from procvisor import (
     WorkerCrashed,
 )
 
-from .test_pool import assert_workers_die_with_their_parent, read_pid, reaped_and_gone
+from .test_pool import assert_workers_die_with_their_parent, read_pid
 
 PY = sys.executable
 HERE = Path(__file__).parent

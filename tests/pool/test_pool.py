@@ -26,7 +26,7 @@ import pytest
 import procvisor
 import procvisor.errors
 import procvisor.pool
-from helpers import await_for, pid_alive, wait_for
+from helpers import await_for, pid_alive, reaped_and_gone, wait_for
 from procvisor import (
     AsyncPool,
     DeadlineExpired,
@@ -105,13 +105,6 @@ def let_time_pass(seconds: float) -> None:
     """Wait until ``seconds`` have passed: only to check that something does *not* happen."""
     end = time.monotonic() + seconds
     wait_for(lambda: time.monotonic() >= end, timeout=seconds + 1)
-
-
-def reaped_and_gone(pid: int) -> bool:
-    """Reap ``pid`` if it became our zombie (we are a subreaper), then say whether it is gone."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    return not pid_alive(pid)
 
 
 def read_pid(path: Path) -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from helpers import await_for
-from procvisor.supervisor import _logs
-from procvisor.supervisor._logs import RotatingLog, follow, read_tail
+from procvisor.process import RotatingLog, _output
+from procvisor.supervisor._logs import follow, read_tail
 
 
 def files(path: Path, backups: int) -> list[bytes | None]:
@@ -190,9 +190,9 @@ def test_a_short_write_then_an_error_drops_only_the_rest(
         raise OSError(errno.EIO, "I/O error")
 
     log = RotatingLog(log_path, max_size=100, backups=1)
-    monkeypatch.setattr(_logs.os, "write", flaky_write)
+    monkeypatch.setattr(_output.os, "write", flaky_write)
     log.feed(b"abcdefgh")
-    monkeypatch.setattr(_logs.os, "write", real_write)
+    monkeypatch.setattr(_output.os, "write", real_write)
     log.feed(b"ok\n")
     log.close()
     assert (log.errors, log.dropped) == (1, 5)
@@ -209,9 +209,9 @@ def test_a_failed_reopen_after_rotation_recovers_on_the_next_feed(
     def failing_open(*args: object, **kwargs: object) -> int:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(_logs.os, "open", failing_open)
+    monkeypatch.setattr(_output.os, "open", failing_open)
     log.feed(b"lost")
-    monkeypatch.setattr(_logs.os, "open", real_open)
+    monkeypatch.setattr(_output.os, "open", real_open)
     log.feed(b"back")
     log.close()
     assert (log.errors, log.dropped) == (1, 4)

@@ -8,34 +8,21 @@ processes of jobs whose pid had not been recorded yet when the scheduler died (b
 spawn and the write that records it).
 
 These groups are not our children (unless we are their subreaper), so there is no exit event
-to wait on: stopping one polls ``/proc`` with a growing pause, as the supervisor does.
+to wait on: they are stopped with :func:`procvisor.process.stop_group`, which polls ``/proc``
+(the supervisor stops the leftovers of a killed daemon the same way).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import signal
-import time
 
-from procvisor.process import group_members
-from procvisor.process._group import reap_group
+from procvisor.process import group_members, start_ticks
 
-__all__ = ["MARKER", "find_marked", "group_is_ours", "start_ticks", "stop_group"]
+__all__ = ["MARKER", "find_marked", "group_is_ours"]
 
 MARKER = "PROCVISOR_JOB"
 """The environment variable that tags a job's process: ``ID:STORE-PATH``."""
-
-
-def start_ticks(pid: int) -> float | None:
-    """When ``pid`` started, in clock ticks since boot, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return float(stat[stat.rfind(b")") + 2 :].split()[19])
 
 
 def group_is_ours(pid: int, ticks: float | None) -> bool:
@@ -86,27 +73,3 @@ def find_marked(store_path: str, job_ids: set[int]) -> dict[int, int]:
                         found.setdefault(int(text), os.getpgid(pid))
                 break
     return found
-
-
-async def stop_group(pgid: int, grace: float) -> None:
-    """Stop a process group that is not our child: SIGTERM (and SIGCONT), grace, SIGKILL.
-
-    Returns once the group is empty. Members that were adopted by this process (when it is a
-    child subreaper) are reaped on the way.
-    """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-        os.killpg(pgid, signal.SIGCONT)
-    deadline = time.monotonic() + grace
-    pause = 0.002
-    while True:
-        reap_group(pgid)
-        if not group_members(pgid):
-            reap_group(pgid)
-            return
-        if time.monotonic() >= deadline:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-            deadline = float("inf")
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.1)

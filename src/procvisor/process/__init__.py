@@ -9,9 +9,9 @@ Everything above it (supervisor, pool, jobs) starts processes through this layer
 from procvisor.process._api import DEFAULT_MAX_OUTPUT, Metrics, Process, arun, run, spawn
 from procvisor.process._child import Child, start_child
 from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
-from procvisor.process._group import group_members, group_pids
+from procvisor.process._group import group_members, group_pids, start_ticks, stop_group
 from procvisor.process._limits import Limits
-from procvisor.process._output import OutputLine, OutputSink
+from procvisor.process._output import OutputLine, OutputSink, RotatingLog, backup_path
 from procvisor.process._pipeline import Command, Pipeline, PipelineResult, cmd
 from procvisor.process._reaper import become_subreaper, reap_orphans
 from procvisor.process._result import Result, Usage, parse_signal, signal_name
@@ -29,8 +29,10 @@ __all__ = [
     "PipelineResult",
     "Process",
     "Result",
+    "RotatingLog",
     "Usage",
     "arun",
+    "backup_path",
     "become_subreaper",
     "cmd",
     "exit_watch_mechanism",
@@ -44,4 +46,6 @@ __all__ = [
     "signal_name",
     "spawn",
     "start_child",
+    "start_ticks",
+    "stop_group",
 ]

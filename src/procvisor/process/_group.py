@@ -1,8 +1,12 @@
-"""Process groups: signal them, see who is in them, collect what is left of them."""
+"""Process groups: signal them, see who is in them, collect what is left of them, stop them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import time
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -59,3 +63,48 @@ def group_pids() -> dict[int, list[int]]:
         if len(fields) > 2 and fields[0] != b"Z":
             groups.setdefault(int(fields[2]), []).append(int(name))
     return groups
+
+
+def start_ticks(pid: int) -> float | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``), or None if gone.
+
+    With the pid it names one process for the life of the machine: a reused pid has another
+    start time. One read of /proc, cheaper than psutil's create_time (which also reads
+    /proc/stat for the boot time) on the path of every spawn.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return float(stat[stat.rfind(b")") + 2 :].split()[19])
+
+
+async def stop_group(
+    pgid: int, grace: float, *, sig: int = signal.SIGTERM, reap: bool = False
+) -> None:
+    """Stop a process group that is not our child: ``sig`` (and SIGCONT), grace, SIGKILL.
+
+    These groups have no exit event to wait on, so this polls ``/proc`` with a growing pause
+    and returns once no live member is left. With ``reap``, members that were adopted by this
+    process (when it is a child subreaper) are reaped on the way; without it they are left to
+    whoever reaps them (a group may hold children that another part of this process watches).
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+        os.killpg(pgid, signal.SIGCONT)
+    deadline = time.monotonic() + grace
+    pause = 0.002
+    while True:
+        if reap:
+            reap_group(pgid)
+        if not group_members(pgid):
+            break
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            deadline = float("inf")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    if reap:
+        reap_group(pgid)

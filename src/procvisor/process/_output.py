@@ -1,19 +1,26 @@
-"""Where a child's output goes: a bounded tail buffer, or lines handed to a reader.
+"""Where a child's output goes: a bounded tail buffer, lines handed to a reader, or a file.
 
-Neither grows without bound: :class:`TailBuffer` keeps the last ``limit`` bytes and says so
+None grows without bound: :class:`TailBuffer` keeps the last ``limit`` bytes and says so
 when it dropped some; :class:`LineQueue` holds at most ``limit`` bytes of lines nobody has
-read yet, dropping the oldest (and counting them) when the reader falls behind.
+read yet, dropping the oldest (and counting them) when the reader falls behind;
+:class:`RotatingLog` writes to a file rotated by size, keeping a number of rotated files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 MAX_LINE = 64 * 1024
 """A longer line is handed out in pieces of this size."""
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
 class OutputSink(Protocol):
@@ -150,3 +157,144 @@ class LineSink:
             self._put(self._partial)
             self._partial = b""
         self._queue.stream_closed()
+
+
+def backup_path(path: Path, n: int) -> Path:
+    """The ``n``-th rotated file of the log at ``path`` (``path.n``; ``path`` itself for 0)."""
+    return path if n == 0 else path.with_name(f"{path.name}.{n}")
+
+
+class RotatingLog:
+    """A sink for a child's output: :meth:`feed` appends to ``path``, rotating by size.
+
+    When a chunk would take the file past ``max_size``, the file is rotated first
+    (``path.{backups-1}`` → ``path.{backups}``, ..., ``path`` → ``path.1``; the oldest is
+    dropped), or truncated in place when ``backups`` is 0. A chunk larger than ``max_size`` is
+    split across files, so no file this class writes ever exceeds ``max_size``. A split cuts
+    after the last newline within the ``max_size`` bytes if that newline lies in their second
+    half, otherwise exactly at ``max_size``: lines stay whole unless they are longer than about
+    half a file. A file already larger than ``max_size`` when opened is rotated before the
+    first write.
+
+    Writing never raises: a failed write, rotation or reopen (disk full, I/O error) drops the
+    rest of the chunk and is counted in :attr:`errors` (the last one kept in
+    :attr:`last_error`, the bytes lost in :attr:`dropped`); the next :meth:`feed` tries again.
+    Nothing is buffered: each chunk goes straight to ``os.write``.
+
+    Args:
+        path: the log file; created with mode 0600 if missing. Its directory must exist.
+        max_size: the largest a file may grow, in bytes (at least 1).
+        backups: how many rotated files to keep (0: truncate in place).
+        lazy: open (and create) the file at the first :meth:`feed`, not now: a child that
+            writes nothing leaves no file, and a failed open is counted like a failed write.
+
+    Raises:
+        ValueError: ``max_size`` < 1 or ``backups`` < 0.
+        OSError: the file cannot be opened (not with ``lazy``).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], max_size: int, backups: int, *, lazy: bool = False
+    ) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1 byte, not {max_size}")
+        if backups < 0:
+            raise ValueError(f"backups must not be negative, not {backups}")
+        self._path = Path(path)
+        self._max_size = max_size
+        self._backups = backups
+        self._fd: int | None = None
+        self._size = 0
+        self._closed = False
+        self.errors = 0
+        """How many feeds lost data to an OS error."""
+        self.dropped = 0
+        """How many bytes were lost to those errors."""
+        self.last_error: OSError | None = None
+        """The most recent of those errors."""
+        if not lazy:
+            self._open()
+
+    @property
+    def path(self) -> Path:
+        """The current log file (rotated files are ``path.1`` ... ``path.{backups}``)."""
+        return self._path
+
+    @property
+    def size(self) -> int:
+        """The size of the current file, in bytes."""
+        return self._size
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"size={self._size}"
+        return f"<{type(self).__name__} {str(self._path)!r} {state} errors={self.errors}>"
+
+    def _open(self) -> int:
+        fd = os.open(self._path, _WRITE_FLAGS, 0o600)
+        try:
+            self._size = os.fstat(fd).st_size
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return fd
+
+    def _rotate(self, fd: int) -> int:
+        if self._backups == 0:
+            os.ftruncate(fd, 0)
+            self._size = 0
+            return fd
+        # Shift only the files there are: up to the first gap, or over the oldest kept.
+        top = 1
+        while top < self._backups and os.path.lexists(backup_path(self._path, top)):
+            top += 1
+        for n in range(top, 0, -1):
+            with contextlib.suppress(FileNotFoundError):  # path itself may have been deleted
+                os.replace(backup_path(self._path, n - 1), backup_path(self._path, n))
+        # Never write into path.1 once it is renamed: drop the fd before opening the new file.
+        self._fd = None
+        os.close(fd)
+        return self._open()
+
+    def feed(self, data: bytes) -> None:
+        """Append ``data``, rotating first if it would not fit. Never raises OSError.
+
+        Raises:
+            ValueError: the log is closed.
+        """
+        if self._closed:
+            raise ValueError(f"feed() on closed log {self._path}")
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        try:
+            fd = self._open() if self._fd is None else self._fd
+            while pos < end:
+                room = self._max_size - self._size
+                if end - pos > room and self._size > 0:
+                    fd = self._rotate(fd)
+                    # Only another writer racing us could leave the new file non-empty.
+                    room = max(1, self._max_size - self._size)
+                cut = min(end, pos + room)
+                if cut < end:
+                    newline = data.rfind(b"\n", pos, cut)
+                    if newline >= pos + (cut - pos) // 2:
+                        cut = newline + 1
+                while pos < cut:
+                    written = os.write(fd, view[pos:cut])
+                    if written == 0:  # never for a regular file; do not spin on it
+                        raise OSError(errno.EIO, "write() wrote nothing")
+                    pos += written
+                    self._size += written
+        except OSError as exc:
+            self.errors += 1
+            self.dropped += end - pos
+            self.last_error = exc
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        self._closed = True
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from procvisor.store._errors import StoreError
+from procvisor.store._sql import Select, immediate
 
 __all__ = [
     "JOB_TABLES",
@@ -286,14 +287,8 @@ class JobTables:
         """Run ``work(conn)`` in one IMMEDIATE transaction, committed or rolled back."""
         conn = self._connection()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 out = work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise self._job_error(exc, doing) from exc
         return out
@@ -588,25 +583,15 @@ class JobTables:
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must not be negative, not {limit}")
-        where: list[str] = []
-        params: list[Any] = []
+        query = Select(f"SELECT {_JOB_COLUMNS} FROM jobs")
         if state is not None:
             states = [state] if isinstance(state, str) else list(state)
-            where.append(f"state IN ({','.join('?' * len(states))})")
-            params.extend(states)
+            query.where(f"state IN ({','.join('?' * len(states))})", *states)
         if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
+            query.where("tenant = ?", tenant)
         if before is not None:
-            where.append("id < ?")
-            params.append(before)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+            query.where("id < ?", before)
+        sql, params = query.build("id DESC", limit)
         return [_record(row) for row in self._read("read jobs", sql, params)]
 
     def unfinished_jobs(self) -> list[JobRecord]:
@@ -682,14 +667,11 @@ class JobTables:
         Raises:
             StoreError: the read failed.
         """
-        sql = f"SELECT {_SCHEDULE_COLUMNS} FROM job_schedules"
-        params: list[Any] = []
+        query = Select(f"SELECT {_SCHEDULE_COLUMNS} FROM job_schedules")
         if active is not None:
-            sql += " WHERE active = ?"
-            params.append(int(active))
-        return [
-            _schedule(row) for row in self._read("read schedules", sql + " ORDER BY id", params)
-        ]
+            query.where("active = ?", int(active))
+        sql, params = query.build("id")
+        return [_schedule(row) for row in self._read("read schedules", sql, params)]
 
     def schedule(self, schedule: int) -> ScheduleRecord | None:
         """The schedule with this id, or None.

@@ -6,13 +6,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from procvisor.store._errors import StoreError
 from procvisor.store._jobs import JOB_TABLES, JobTables
+from procvisor.store._sql import Select, immediate
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Event", "HistoryRow", "InstanceRecord", "Store"]
 
@@ -360,19 +361,13 @@ class Store(JobTables):
             return
         # IMMEDIATE takes the write lock, so two processes opening a new file cannot both
         # run the migrations; the version is read again under the lock.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             version = self._check_ours(conn)
             for statements in _MIGRATIONS[version:]:
                 for statement in statements:
                     conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         # A new id is max(id) + 1 and the newest event is never deleted, so ids only grow
@@ -387,6 +382,15 @@ class Store(JobTables):
         if self._conn is None:
             raise RuntimeError(f"store {self._path} is closed")
         return self._conn
+
+    def _fetch(
+        self, conn: sqlite3.Connection, doing: str, sql: str, params: Sequence[object] = ()
+    ) -> list[Any]:
+        """The rows of ``sql``; a failed read raises :class:`StoreError` (cannot ``doing``)."""
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _fail(self._path, exc, doing) from exc
 
     @property
     def path(self) -> str:
@@ -474,23 +478,13 @@ class Store(JobTables):
         if limit < 0:
             raise ValueError(f"limit must not be negative, not {limit}")
         conn = self._connection()
-        where: list[str] = []
-        params: list[object] = []
+        query = Select(f"SELECT {_EVENT_COLUMNS} FROM events")
         if service is not None:
-            where.append("service = ?")
-            params.append(service)
+            query.where("service = ?", service)
         if after is not None:
-            where.append("id > ?")
-            params.append(after)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        try:
-            rows = conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise _fail(self._path, exc, "read events") from exc
+            query.where("id > ?", after)
+        sql, params = query.build("id DESC", limit)
+        rows = self._fetch(conn, "read events", sql, params)
         return [
             Event(id_, ts, svc, inst, kind, message, {} if data == "{}" else json.loads(data))
             for id_, ts, svc, inst, kind, message, data in reversed(rows)
@@ -534,14 +528,12 @@ class Store(JobTables):
         Raises:
             StoreError: the read failed.
         """
-        conn = self._connection()
-        try:
-            rows = conn.execute(
-                "SELECT service, instance, pid, create_time, started FROM instances "
-                "ORDER BY service, instance"
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise _fail(self._path, exc, "read instances") from exc
+        rows = self._fetch(
+            self._connection(),
+            "read instances",
+            "SELECT service, instance, pid, create_time, started FROM instances "
+            "ORDER BY service, instance",
+        )
         return [InstanceRecord(*row) for row in rows]
 
     # Cost, measured on the 2-vCPU dev VM: add_history of 500 rows (a minute of 500 targets)
@@ -568,19 +560,13 @@ class Store(JobTables):
         if not params:
             return 0
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 conn.executemany(
                     "INSERT INTO history_targets (labels) VALUES (?) "
                     "ON CONFLICT (labels) DO NOTHING",
                     [(text,) for text in sorted(texts)],
                 )
                 conn.executemany(_INSERT_HISTORY, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise _fail(self._path, exc, "record monitoring history") from exc
         return len(params)
@@ -609,31 +595,18 @@ class Store(JobTables):
         if limit is not None and limit < 0:
             raise ValueError(f"limit must not be negative, not {limit}")
         conn = self._connection()
-        where: list[str] = []
-        params: list[object] = []
-        if labels is not None:
-            where.append("t.labels = ?")
-            params.append(_labels_text(labels))
-        if since is not None:
-            where.append("h.ts >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("h.ts < ?")
-            params.append(until)
-        sql = (
+        query = Select(
             f"SELECT t.labels, {_HISTORY_COLUMNS} FROM history AS h "
             "JOIN history_targets AS t ON t.id = h.target"
         )
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY h.ts DESC, t.labels DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        try:
-            rows = conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise _fail(self._path, exc, "read monitoring history") from exc
+        if labels is not None:
+            query.where("t.labels = ?", _labels_text(labels))
+        if since is not None:
+            query.where("h.ts >= ?", since)
+        if until is not None:
+            query.where("h.ts < ?", until)
+        sql, params = query.build("h.ts DESC, t.labels DESC", limit)
+        rows = self._fetch(conn, "read monitoring history", sql, params)
         decoded: dict[str, dict[str, str]] = {}
         out = []
         for text, *values in reversed(rows):
@@ -649,11 +622,11 @@ class Store(JobTables):
         Raises:
             StoreError: the read failed.
         """
-        conn = self._connection()
-        try:
-            rows = conn.execute("SELECT labels FROM history_targets ORDER BY labels").fetchall()
-        except sqlite3.Error as exc:
-            raise _fail(self._path, exc, "read monitoring targets") from exc
+        rows = self._fetch(
+            self._connection(),
+            "read monitoring targets",
+            "SELECT labels FROM history_targets ORDER BY labels",
+        )
         return [json.loads(text) for (text,) in rows]
 
     def prune_history(self, before: float) -> int:
@@ -666,19 +639,13 @@ class Store(JobTables):
         """
         conn = self._connection()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(conn):
                 deleted = conn.execute("DELETE FROM history WHERE ts < ?", (before,)).rowcount
                 if deleted:
                     conn.execute(
                         "DELETE FROM history_targets WHERE NOT EXISTS "
                         "(SELECT 1 FROM history WHERE target = history_targets.id)"
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise _fail(self._path, exc, "prune monitoring history") from exc
         return deleted

@@ -39,9 +39,8 @@ from procvisor.policy.restart import (
     on_cooldown_elapsed,
 )
 from procvisor.policy.units import format_duration
-from procvisor.process import Process, Result, spawn
+from procvisor.process import Process, Result, RotatingLog, spawn
 from procvisor.supervisor._hooks import run_hook
-from procvisor.supervisor._logs import RotatingLog
 from procvisor.supervisor._observer import Observer
 from procvisor.supervisor._probes import Prober
 from procvisor.supervisor._spec import ServiceSpec

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from procvisor.process import group_members, group_pids
+from procvisor.process import group_pids, start_ticks, stop_group
 from procvisor.store import InstanceRecord, Store
 from procvisor.supervisor._instance import Instance
 from procvisor.supervisor._observer import NullObserver, Observer
@@ -364,7 +364,7 @@ class Supervisor:
                 {"pid": rec.pid},
             )
             stopped.append(name)
-            waits.append(_stop_group(rec.pid, sig, grace))
+            waits.append(stop_group(rec.pid, grace, sig=sig))
         await asyncio.gather(*waits)
         return stopped
 
@@ -410,34 +410,3 @@ class Supervisor:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"stream: {stream!r} must be 'stdout' or 'stderr'")
         return [(i.name, i.log_path(stream), i.spec.logs.backups) for i in self.resolve([target])]
-
-
-async def _stop_group(pgid: int, sig: int, grace: float) -> None:
-    """Stop a process group that is not our child: signal, grace, SIGKILL, wait until empty."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-        os.killpg(pgid, signal.SIGCONT)
-    deadline = time.monotonic() + grace
-    pause = 0.005
-    while group_members(pgid):
-        if time.monotonic() >= deadline:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-            deadline = float("inf")
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.1)
-
-
-def start_ticks(pid: int) -> float | None:
-    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``), or None if gone.
-
-    With the pid it names one process for the life of the machine: a reused pid has another
-    start time. One read of /proc, cheaper than psutil's create_time (which also reads
-    /proc/stat for the boot time) on the path of every spawn.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return float(stat[stat.rfind(b")") + 2 :].split()[19])
