@@ -11,6 +11,7 @@ import procvisor.process
 EXPECTED = {
     "AsyncPool",
     "Balancer",
+    "Client",
     "Command",
     "CommandPool",
     "DeadlineExpired",
@@ -55,6 +56,7 @@ def test_root_exports_exactly_the_public_names() -> None:
         "pool",
         "monitor",
         "jobs",
+        "client",
         "supervisor",
         "cli",
         "daemon",

@@ -45,16 +45,22 @@ from procvisor.process import (
 )
 
 if _typing.TYPE_CHECKING:
+    from procvisor.client import Client
     from procvisor.pool import AsyncPool, Balancer, CommandPool, Pool, PoolStats
 
 __version__ = "0.1.0"
 
 _LAZY = {"AsyncPool", "Balancer", "CommandPool", "Pool", "PoolStats"}
+_LAZY_CLIENT = {"Client"}
 
 
 def __getattr__(name: str) -> _typing.Any:
     # The pool layer (threads, selectors, concurrent.futures) loads on first use, so that
     # `procvisor run` and `import procvisor` for run() pay nothing for it.
+    if name in _LAZY_CLIENT:
+        from procvisor.client import Client  # noqa: PLC0415
+
+        return Client
     if name in _LAZY:
         from procvisor import pool  # noqa: PLC0415
 
@@ -65,6 +71,7 @@ def __getattr__(name: str) -> _typing.Any:
 __all__ = [
     "AsyncPool",
     "Balancer",
+    "Client",
     "Command",
     "CommandPool",
     "DeadlineExpired",

@@ -546,6 +546,13 @@ async def test_openapi_lists_every_route_and_the_error_shape(client: httpx.Async
         "/alerts/ack",
         "/top",
         "/inspect",
+        "/jobs",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/wait",
+        "/jobs/cancel",
+        "/jobs/{job_id}/retry",
+        "/queue",
+        "/quotas",
     }
     stop = schema["paths"]["/stop"]["post"]
     assert stop["responses"]["404"]["content"]["application/json"]["schema"] == {

@@ -35,7 +35,7 @@ from procvisor.cli._client import (
     connect,
     locate,
 )
-from procvisor.cli._run import OneLineCommand, _Duration
+from procvisor.cli._run import OneLineCommand, UsageLine, _Duration
 
 __all__ = ["CONTROL_COMMANDS"]
 
@@ -301,7 +301,8 @@ def _quiet_broken_pipe() -> None:
 
 
 @_command("logs")
-@click.argument("target", metavar="SVC")
+@click.argument("target", metavar="SVC", required=False)
+@click.option("--job", "job_id", type=int, metavar="ID", help="A job's output instead of SVC's.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C ends).")
 @click.option(
     "-n",
@@ -312,13 +313,24 @@ def _quiet_broken_pipe() -> None:
     help="Lines of history to print first, per instance.",
 )
 @click.option("--stderr", "use_stderr", is_flag=True, help="Show stderr instead of stdout.")
-def logs(config_file: str | None, target: str, follow: bool, lines: int, use_stderr: bool) -> None:
-    """Print (and follow) the output of SVC.
+def logs(
+    config_file: str | None,
+    target: str | None,
+    job_id: int | None,
+    follow: bool,
+    lines: int,
+    use_stderr: bool,
+) -> None:
+    """Print (and follow) the output of SVC, or of a job (--job ID).
 
     SVC is a service (all its instances) or one instance (web:1). With several instances,
-    each line is prefixed by its instance ('web:0 | ...'). With -f, Ctrl-C ends it with
-    status 130.
+    each line is prefixed by its instance ('web:0 | ...'). A job's stdout and stderr are in
+    one log. With -f, Ctrl-C ends it with status 130.
     """
+    if (target is None) == (job_id is None):
+        raise UsageLine("name a service (SVC) or a job (--job ID), one of them")
+    if job_id is not None:
+        target = f"job:{job_id}"
     params = {
         "target": target,
         "stream": "stderr" if use_stderr else "stdout",

@@ -136,6 +136,38 @@ class Control(Protocol):
         """A diagnostic snapshot of one instance."""
         ...
 
+    def submit(self, specs: list[dict[str, Any]]) -> list[int]:
+        """Store jobs (one transaction); their ids. ValueError names a bad spec's field."""
+        ...
+
+    def jobs(self, state: str | None, tenant: str | None, limit: int) -> list[dict[str, Any]]:
+        """Jobs, newest first."""
+        ...
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        """One job with its state history; LookupError if there is none."""
+        ...
+
+    async def wait(self, job_id: int, timeout: float | None) -> dict[str, Any]:
+        """The job once it is finished, or as it is when ``timeout`` passes."""
+        ...
+
+    async def cancel(self, ids: list[int]) -> list[dict[str, Any]]:
+        """Cancel jobs (a running one's group is stopped); what happened to each."""
+        ...
+
+    def retry(self, job_id: int) -> int:
+        """Submit a finished job again; the new job's id."""
+        ...
+
+    def queue(self) -> dict[str, Any]:
+        """The queue at a glance: by priority and tenant, running, utilization, oldest wait."""
+        ...
+
+    def quotas(self) -> list[dict[str, Any]]:
+        """Each tenant's use against its quota."""
+        ...
+
     def pools(self, name: str | None) -> list[dict[str, Any]]:
         """One dict per command pool (see :class:`PoolStatus`), of ``name`` or of all."""
         ...
@@ -329,11 +361,30 @@ class AckRequest(_Request):
     )
 
 
+class SubmitRequest(_Request):
+    """Jobs to store and schedule, in one transaction (all or none)."""
+
+    jobs: list[dict[str, Any]] = Field(
+        min_length=1,
+        description=(
+            "Job specs: command (required), name, priority, tenant, requests ('cpu=2,"
+            "memory=1G,gpu=1'), timeout, retries, backoff ('1s..1m'), deadline, not_before, "
+            "cron, overlap, depends_on, env, cwd, preemptible."
+        ),
+    )
+
+
+class CancelRequest(_Request):
+    """Jobs to cancel."""
+
+    ids: list[int] = Field(min_length=1)
+
+
 class TopRow(_Reply):
-    """The last sample of one instance or pool worker."""
+    """The last sample of one instance, pool worker or running job."""
 
     name: str
-    kind: Literal["service", "pool"]
+    kind: Literal["service", "pool", "job"]
     state: str
     status: Literal["ok", "warning", "critical", "dead"]
     pid: int | None
@@ -454,11 +505,12 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
         """
         files = control.log_files(target, stream)
         prefixed = len(files) > 1
+        missing = {path for _, path, _ in files if not path.exists()}  # before the history
         history = await _read_tails(files, lines, prefixed)
         if not follow:
             return Response(history, media_type="text/plain")
         return _ClosingStreamingResponse(
-            _follow_files(history, files, prefixed), media_type="text/plain"
+            _follow_files(history, files, prefixed, missing), media_type="text/plain"
         )
 
     @app.get("/events", tags=["services"], response_model=list[Event])
@@ -527,6 +579,53 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
         """A diagnostic snapshot: processes, threads, files, sockets, environment (secrets
         redacted), limits and how each is enforced, recent trend."""
         return await control.inspect(target)
+
+    @app.post("/jobs", tags=["jobs"])
+    async def submit(body: SubmitRequest) -> dict[str, Any]:
+        """Submit jobs; ``{"ids": [...]}``. A bad spec is a 400 naming its field."""
+        return {"ids": control.submit(body.jobs)}
+
+    @app.get("/jobs", tags=["jobs"])
+    async def list_jobs(
+        state: Annotated[str | None, Query(description="Only jobs in this state.")] = None,
+        tenant: Annotated[str | None, Query(description="Only this tenant's jobs.")] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Jobs, newest first."""
+        return control.jobs(state, tenant, limit)
+
+    @app.get("/jobs/{job_id}", tags=["jobs"])
+    async def job(job_id: int) -> dict[str, Any]:
+        """One job, with its state history."""
+        return control.job(job_id)
+
+    @app.get("/jobs/{job_id}/wait", tags=["jobs"])
+    async def wait(
+        job_id: int,
+        timeout: Annotated[float | None, Query(gt=0, description="Seconds to wait.")] = None,
+    ) -> dict[str, Any]:
+        """The job once it has finished (or as it is when ``timeout`` passes)."""
+        return await control.wait(job_id, timeout)
+
+    @app.post("/jobs/cancel", tags=["jobs"])
+    async def cancel(body: CancelRequest) -> list[dict[str, Any]]:
+        """Cancel jobs; a running job's whole process group is stopped first."""
+        return await control.cancel(body.ids)
+
+    @app.post("/jobs/{job_id}/retry", tags=["jobs"])
+    async def retry(job_id: int) -> dict[str, Any]:
+        """Submit a failed, cancelled or expired job again, as a new job."""
+        return {"id": control.retry(job_id)}
+
+    @app.get("/queue", tags=["jobs"])
+    async def queue() -> dict[str, Any]:
+        """Queued jobs by priority and tenant, running jobs, utilization, the oldest wait."""
+        return control.queue()
+
+    @app.get("/quotas", tags=["jobs"])
+    async def quotas() -> list[dict[str, Any]]:
+        """Each tenant's use against its quota."""
+        return control.quotas()
 
     @app.get("/pools", tags=["pools"], response_model=list[PoolStatus])
     async def pools(
@@ -698,19 +797,25 @@ async def _read_tails(files: Sequence[tuple[str, Path, int]], lines: int, prefix
 
 
 async def _follow_files(
-    history: bytes, files: Sequence[tuple[str, Path, int]], prefixed: bool
+    history: bytes,
+    files: Sequence[tuple[str, Path, int]],
+    prefixed: bool,
+    missing: set[Path],
 ) -> AsyncIterator[bytes]:
     """``history``, then whatever is appended to any of ``files``, until closed.
 
-    The followers start before ``history`` is sent, so that only what is written between
-    reading the history and opening the files (a few milliseconds) can be missed.
+    The followers start before ``history`` is sent. A file that did not exist before the
+    history was read (a job that has printed nothing yet) is followed from its first byte;
+    of a file that did, only what is written between reading the history and opening it (a
+    few milliseconds) can be missed.
     """
     queue: asyncio.Queue[bytes] = asyncio.Queue(_FOLLOW_QUEUE)
 
     async def pump(name: str, path: Path) -> None:
         prefix = f"{name} | ".encode()
         partial = b""
-        async with contextlib.aclosing(logfiles.follow(path)) as chunks:
+        from_end = path not in missing
+        async with contextlib.aclosing(logfiles.follow(path, from_end=from_end)) as chunks:
             async for chunk in chunks:
                 if not prefixed:
                     await queue.put(chunk)

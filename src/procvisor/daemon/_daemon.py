@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from procvisor import __version__
+from procvisor.daemon._jobs import jobs_config
 from procvisor.daemon._metrics import DaemonMetrics
 from procvisor.daemon._pools import CommandPools
 from procvisor.daemon._specs import service_specs
@@ -34,6 +35,7 @@ from procvisor.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from procvisor.daemon._monitoring import Monitoring
+    from procvisor.jobs import Scheduler
     from procvisor.monitor._notify import Dispatcher
 
 __all__ = ["DaemonError", "run_daemon"]
@@ -130,6 +132,32 @@ class Daemon:
         self.metrics = DaemonMetrics(self.instance_rows, self.pools.running)
         self.monitoring: Monitoring | None = None
         self.dispatcher: Dispatcher | None = None
+        self.jobs: Scheduler | None = None
+
+    async def _start_jobs(self) -> None:
+        """Start the job scheduler: it recovers what a killed daemon left, then runs."""
+        from procvisor.jobs import Scheduler  # noqa: PLC0415 - after the services
+
+        assert self.store is not None
+        self.jobs = Scheduler(self.store, self.state_dir / LOG_DIR_NAME, jobs_config(self.config))
+        report = await self.jobs.start()
+        if report.requeued or report.failed or report.stopped:
+            log.warning("jobs recovered after a crash: %s", report)
+        jobs = self.jobs
+        self.metrics.queue = lambda: jobs.summary().to_dict()
+        self._job_events = asyncio.get_running_loop().create_task(self._observe_jobs(jobs))
+
+    async def _observe_jobs(self, jobs: Scheduler) -> None:
+        """Feed job state changes to the metrics (run durations)."""
+        async with jobs.events() as events:
+            async for event in events:
+                self.metrics.job_event(event.job, event.ts, event.new.value)
+
+    async def _stop_jobs(self) -> None:
+        """Stop running jobs' groups (they are queued again for the next start)."""
+        if self.jobs is not None:
+            await self.jobs.aclose()
+            await _cancel(self._job_events)
 
     def instance_rows(self, service: str | None = None) -> list[dict[str, Any]]:
         """Every instance's status (of ``service``), with the last sample's CPU and memory."""
@@ -154,7 +182,7 @@ class Daemon:
         from procvisor.monitor._notify import Dispatcher  # noqa: PLC0415
 
         assert self.store is not None
-        self.dispatcher = Dispatcher(list(self.config.alerts.notifiers.values()))
+        self.dispatcher = Dispatcher(self.config.alerts.notifier_list())
         await self.dispatcher.start()
         self.metrics.notifications = self.dispatcher.stats
         self.monitoring = Monitoring(
@@ -165,8 +193,15 @@ class Daemon:
             metrics=self.metrics,
             ops=self._ops,
             notify=self._dispatch,
+            jobs=self._running_jobs,
         )
         return asyncio.get_running_loop().create_task(self.monitoring.run(), name="monitoring")
+
+    def _running_jobs(self) -> list[tuple[int, int]]:
+        if self.jobs is None:
+            return []
+        running = self.jobs.jobs(state="running", limit=None)
+        return [(job.id, job.pid) for job in running if job.pid is not None]
 
     def _dispatch(self, event: Any) -> None:
         if self.dispatcher is not None:
@@ -180,7 +215,7 @@ class Daemon:
 
             old, self.dispatcher = (
                 self.dispatcher,
-                Dispatcher(list(config.alerts.notifiers.values())),
+                Dispatcher(config.alerts.notifier_list()),
             )
             await self.dispatcher.start()
             self.metrics.notifications = self.dispatcher.stats
@@ -276,6 +311,7 @@ class Daemon:
                 log.warning("stopped %d processes left by a killed daemon", len(left))
             await self.supervisor.start_all()
             await self.pools.apply(self.config.pools)
+            await self._start_jobs()
             monitoring = await self._start_monitoring()
 
             from procvisor.daemon._api import create_app  # noqa: PLC0415 - see above
@@ -308,7 +344,9 @@ class Daemon:
                 await server.check()
             await _cancel(monitoring)  # throttled groups run again before they are stopped
             async with self._ops:
-                await asyncio.gather(self.supervisor.stop_all(), self.pools.close())
+                await asyncio.gather(
+                    self.supervisor.stop_all(), self.pools.close(), self._stop_jobs()
+                )
             log.info("all services stopped; bye")
             return 0
         except BaseException as exc:
@@ -316,6 +354,7 @@ class Daemon:
             if self.supervisor is not None:
                 await self.supervisor.stop_all()
             await self.pools.close()
+            await self._stop_jobs()
             raise
         finally:
             if self.dispatcher is not None:
@@ -378,7 +417,52 @@ class Control:
         return self._sup.signal(targets, sig)
 
     def log_files(self, target: str, stream: str) -> list[tuple[str, Path, int]]:
+        kind, _, job = target.partition(":")
+        if kind == "job":
+            if not job.isdigit():
+                raise ValueError(f"{target!r}: a job is named job:ID, e.g. job:17")
+            self._jobs.log_paths(int(job))  # raises LookupError for an unknown job
+            return [(target, self._jobs.log_file(int(job)), 1)]
         return self._sup.log_files(target, stream)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    @property
+    def _jobs(self) -> Scheduler:
+        if self._d.jobs is None:
+            raise LookupError("the job scheduler has not started yet; try again in a moment")
+        return self._d.jobs
+
+    def submit(self, specs: list[dict[str, Any]]) -> list[int]:
+        return self._jobs.submit_many(specs)
+
+    def jobs(self, state: str | None, tenant: str | None, limit: int) -> list[dict[str, Any]]:
+        return [j.to_dict() for j in self._jobs.jobs(state=state, tenant=tenant, limit=limit)]
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._jobs.get(job_id).to_dict()
+
+    async def wait(self, job_id: int, timeout: float | None) -> dict[str, Any]:
+        try:
+            return (await self._jobs.wait(job_id, timeout)).to_dict()
+        except TimeoutError:
+            return self._jobs.get(job_id).to_dict()
+
+    async def cancel(self, ids: list[int]) -> list[dict[str, Any]]:
+        outcomes = await self._jobs.cancel(ids)
+        return [
+            {"job": o.job, "cancelled": o.cancelled, "state": o.state.value, "message": o.message}
+            for o in outcomes
+        ]
+
+    def retry(self, job_id: int) -> int:
+        return self._jobs.retry(job_id)
+
+    def queue(self) -> dict[str, Any]:
+        return self._jobs.summary().to_dict()
+
+    def quotas(self) -> list[dict[str, Any]]:
+        return [q.to_dict() for q in self._jobs.quota_usage()]
 
     def events(self, service: str | None, limit: int, after: int | None) -> list[dict[str, Any]]:
         if service is not None and service not in self._sup.specs:

@@ -52,6 +52,44 @@ class _Collector:
         yield from self._event_metrics()
         yield from self._instance_metrics()
         yield from self._pool_metrics()
+        yield from self._job_metrics()
+
+    def _job_metrics(self) -> Iterator[Metric]:
+        from prometheus_client.core import (  # noqa: PLC0415
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        r = self._r
+        duration = HistogramMetricFamily(
+            "procvisor_job_duration_seconds",
+            "Job runs, start to end, by how they ended",
+            labels=["state"],
+        )
+        for state, hist in r.job_durations.items():
+            duration.add_metric([state], _buckets(hist.cumulative()), hist.total)
+        yield duration
+        if r.queue is None:
+            return
+        q = r.queue()
+        jobs = GaugeMetricFamily("procvisor_jobs", "Jobs by scheduler state", labels=["state"])
+        for state in ("queued", "delayed", "retrying", "running", "suspended"):
+            jobs.add_metric([state], q[state])
+        queued = GaugeMetricFamily(
+            "procvisor_jobs_queued_by_priority", "Queued jobs by priority", labels=["priority"]
+        )
+        for priority, n in q["by_priority"].items():
+            queued.add_metric([priority], n)
+        in_use = GaugeMetricFamily(
+            "procvisor_jobs_resource_in_use", "Resources held by running jobs", labels=["resource"]
+        )
+        for resource, amount in q["in_use"].items():
+            in_use.add_metric([resource], amount)
+        wait = GaugeMetricFamily(
+            "procvisor_jobs_oldest_wait_seconds", "How long the oldest queued job has waited"
+        )
+        wait.add_metric([], q["oldest_wait"] or 0.0)
+        yield from (jobs, queued, in_use, wait)
 
     def _event_metrics(self) -> Iterator[Metric]:
         from prometheus_client.core import (  # noqa: PLC0415 - at the first scrape only
@@ -227,6 +265,10 @@ class DaemonMetrics:
         self.alerts_fired: Counter[tuple[str, str]] = Counter()
         self.notifications: Callable[[], Mapping[str, Any]] | None = None
         """The notifiers' delivery counts (``Dispatcher.stats``), once they run."""
+        self.queue: Callable[[], Mapping[str, Any]] | None = None
+        """The job queue's summary (``Scheduler.summary().to_dict()``), once it runs."""
+        self.job_durations: dict[str, Histogram] = {}  # by final state
+        self._job_started: dict[int, float] = {}
         self._registry: CollectorRegistry | None = None
 
     # -- the supervisor's observer ----------------------------------------------------------
@@ -247,6 +289,18 @@ class DaemonMetrics:
         hist.observe(seconds)
         if not ok:
             self.probe_failures[service] += 1
+
+    def job_event(self, job: int, ts: float, new: str) -> None:
+        """A job changed state: a run's duration is observed when it ends."""
+        if new == "running":
+            self._job_started[job] = ts
+        elif new != "suspended":
+            started = self._job_started.pop(job, None)
+            if started is not None:
+                hist = self.job_durations.get(new)
+                if hist is None:
+                    hist = self.job_durations[new] = Histogram()
+                hist.observe(max(0.0, ts - started))
 
     def alert_fired(self, rule: str, severity: str) -> None:
         self.alerts_fired[rule, severity] += 1

@@ -132,6 +132,8 @@ def _instance_labels(inst: Instance) -> dict[str, str]:
 def _target_name(labels: Mapping[str, str]) -> str:
     if labels.get("kind") == "pool":
         return f"{labels.get('pool')}:{labels.get('worker')}"
+    if labels.get("kind") == "job":
+        return f"job:{labels.get('job')}"
     return f"{labels.get('service')}:{labels.get('instance')}"
 
 
@@ -152,8 +154,10 @@ class Monitoring:
         metrics: DaemonMetrics,
         ops: asyncio.Lock,
         notify: Callable[[AlertEvent], None] | None = None,
+        jobs: Callable[[], Iterable[tuple[int, int]]] = tuple,
     ) -> None:
         self._supervisor = supervisor
+        self._jobs = jobs
         self._pools = pools
         self._store = store
         self._metrics = metrics
@@ -161,7 +165,7 @@ class Monitoring:
         self._notify = notify
         self.sampler = Sampler()
         self._tracked: dict[str, _Tracked] = {}
-        self._workers: dict[str, dict[str, str]] = {}  # target name -> labels, pool workers
+        self._workers: dict[str, dict[str, str]] = {}  # name -> labels: pool workers, jobs
         self._latest: dict[tuple[tuple[str, str], ...], Sample] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.configure(config)
@@ -174,7 +178,7 @@ class Monitoring:
         when the rules change)."""
         self._config = config
         self.interval = config.monitor.interval
-        rules = [*(BUILTIN_RULES if config.alerts.builtin else ()), *config.alerts.rules.values()]
+        rules = [*(BUILTIN_RULES if config.alerts.builtin else ()), *config.alerts.rule_list()]
         old = getattr(self, "tracker", None)
         if (
             old is None
@@ -185,7 +189,7 @@ class Monitoring:
 
     def _watch(self, service: str) -> WatchLimits | None:
         svc = self._config.services.get(service)
-        return svc.watch if svc is not None else None
+        return svc.watch_limits if svc is not None else None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -227,6 +231,10 @@ class Monitoring:
                 labels = {"kind": "pool", "pool": name, "worker": str(pid)}
                 workers[_target_name(labels)] = labels
                 targets.append(Target(pid, labels))
+        for job_id, pid in self._jobs():
+            labels = {"kind": "job", "job": str(job_id)}
+            workers[_target_name(labels)] = labels
+            targets.append(Target(pid, labels))
         now = time.monotonic()
         for gone in set(self._workers) - set(workers):
             self._alert_events(self.tracker.forget(self._workers[gone], now))
@@ -362,7 +370,9 @@ class Monitoring:
             if ev.kind is AlertEventKind.FIRED:
                 self._metrics.alert_fired(ev.rule, ev.severity.value)
             name = _target_name(labels)
-            service = labels.get("service") or f"pool:{labels.get('pool')}"
+            service = labels.get("service") or (
+                f"job:{labels['job']}" if "job" in labels else f"pool:{labels.get('pool')}"
+            )
             instance = labels.get("instance")
             message = f"{ev.rule} {ev.kind.value} ({ev.severity.value}): {ev.summary}"
             log.warning("alert %s on %s", message, name)
@@ -463,7 +473,9 @@ class Monitoring:
             sample = self.latest(labels)
             alive = sample is not None and sample.alive
             report = instance_status(sample.fields() if sample else None, (), alive=alive)
-            rows.append(_row(f"pool {name}", "pool", "running", sample, report.status.value))
+            kind = labels["kind"]
+            label = name if kind == "job" else f"pool {name}"
+            rows.append(_row(label, kind, "running", sample, report.status.value))
         return rows
 
     async def inspect(self, inst: Instance) -> dict[str, Any]:

@@ -28,7 +28,9 @@ reference documentation can be generated from the models (``Service.model_fields
 from __future__ import annotations
 
 import difflib
+import functools
 import grp
+import json
 import os
 import pwd
 import re
@@ -77,6 +79,7 @@ __all__ = [
     "STATE_DIR_NAME",
     "AlertsSection",
     "Backoff",
+    "CapacitySection",
     "CommandPoolSection",
     "Config",
     "ConfigError",
@@ -86,8 +89,10 @@ __all__ = [
     "ExecProbe",
     "Hooks",
     "HttpProbe",
+    "JobsSection",
     "Logs",
     "MonitorSection",
+    "QuotaSection",
     "Service",
     "TcpProbe",
     "check_runtime",
@@ -434,48 +439,65 @@ def _policy_problem(exc: ValueError, *prefix: str | int) -> PydanticCustomError:
     return _problem(message, *prefix, *keys)
 
 
-def _watch(value: Any) -> WatchLimits:
-    """``[services.X.watch]``, checked by :func:`procvisor.policy.alerts.parse_watch`."""
-    if isinstance(value, WatchLimits):
-        return value
+def _policy_key(table: Mapping[str, Any]) -> str:
+    return json.dumps(table, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_watch(key: str) -> WatchLimits:
+    return parse_watch(json.loads(key), field=_POLICY_PATH)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_rule(name: str, key: str) -> AlertRule:
+    return parse_alert_rule(name, json.loads(key), field=_POLICY_PATH)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_notifier(name: str, key: str) -> NotifierSpec:
+    return parse_notifier(name, json.loads(key), field=_POLICY_PATH)
+
+
+def _watch(value: Any) -> dict[str, Any]:
+    """``[services.X.watch]``, checked by :func:`procvisor.policy.alerts.parse_watch`.
+
+    The table is kept as written (so a config dumps and loads again unchanged);
+    :attr:`Service.watch_limits` is the parsed form.
+    """
     if not isinstance(value, dict):
         raise _problem(f"expected a table of limits, got {_got(value)}")
     try:
-        return parse_watch(value, field=_POLICY_PATH)
+        _parsed_watch(_policy_key(value))
     except ValueError as exc:
         raise _policy_problem(exc) from None
+    return dict(value)
 
 
-def _named_tables(value: Any, what: str, parse: Callable[[str, dict[str, Any]], Any]) -> Any:
-    """``[alerts.rules.NAME]`` or ``[alerts.notifiers.NAME]`` tables, each checked by ``parse``."""
+def _named_tables(value: Any, what: str, parse: Callable[[str, str], Any]) -> dict[str, Any]:
+    """``[alerts.rules.NAME]`` or ``[alerts.notifiers.NAME]`` tables, each checked by
+    ``parse(name, key)``, and kept as written."""
     if not isinstance(value, dict):
         raise _problem(f"expected tables of {what}s, got {_got(value)}")
-    out = {}
     for name, table in value.items():
-        if not isinstance(table, dict):
-            out[name] = table  # already parsed (a model being copied)
-            continue
         if not _NAME_RE.match(name):
             raise _problem(f"{name!r} is not a {what} name; use letters, digits, '-' and '_'", name)
+        if not isinstance(table, dict):
+            raise _problem(f"expected a table, got {_got(table)}", name)
         try:
-            out[name] = parse(name, table)
+            parse(name, _policy_key(table))
         except ValueError as exc:
             raise _policy_problem(exc, name) from None
-    return out
+    return {name: dict(table) for name, table in value.items()}
 
 
-def _rules(value: Any) -> dict[str, AlertRule]:
+def _rules(value: Any) -> dict[str, Any]:
     """``[alerts.rules.NAME]`` tables, checked by :func:`parse_alert_rule`."""
-    return _named_tables(  # type: ignore[no-any-return]
-        value, "rule", lambda name, table: parse_alert_rule(name, table, field=_POLICY_PATH)
-    )
+    return _named_tables(value, "rule", _parsed_rule)
 
 
-def _notifiers(value: Any) -> dict[str, NotifierSpec]:
+def _notifiers(value: Any) -> dict[str, Any]:
     """``[alerts.notifiers.NAME]`` tables, checked by :func:`parse_notifier`."""
-    return _named_tables(  # type: ignore[no-any-return]
-        value, "notifier", lambda name, table: parse_notifier(name, table, field=_POLICY_PATH)
-    )
+    return _named_tables(value, "notifier", _parsed_notifier)
 
 
 def _limits_table(limits: Limits) -> dict[str, int | float]:
@@ -882,9 +904,7 @@ class Service(_Section):
     logs: Logs = Field(
         default_factory=Logs, description="Log rotation: { max_size = '10M', backups = 5 }."
     )
-    watch: (
-        Annotated[WatchLimits, PlainValidator(_watch), WithJsonSchema({"type": "object"})] | None
-    ) = Field(
+    watch: Annotated[dict[str, Any], PlainValidator(_watch), _TABLE_SCHEMA] | None = Field(
         default=None,
         description=(
             "Sampled limits with an action: max_memory (size, on RSS), max_cpu (percent of "
@@ -892,6 +912,11 @@ class Service(_Section):
             "restart | stop | alert | throttle. Default: none."
         ),
     )
+
+    @property
+    def watch_limits(self) -> WatchLimits | None:
+        """:attr:`watch`, parsed (:func:`procvisor.policy.alerts.parse_watch`)."""
+        return None if self.watch is None else _parsed_watch(_policy_key(self.watch))
 
     @model_validator(mode="before")
     @classmethod
@@ -1047,6 +1072,101 @@ class MonitorSection(_Section):
 _TABLE_SCHEMA = WithJsonSchema({"type": "object"})
 
 
+def _resources(value: Any) -> dict[str, float]:
+    """``[jobs.capacity]`` keys other than cpu and memory: named amounts such as ``gpu = 2``."""
+    if not isinstance(value, dict):
+        raise _problem(f"expected a table, got {_got(value)}")
+    for key, item in value.items():
+        if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
+            raise _problem(f"{_toml_repr(item)} must be a number, 0 or more", key)
+    return {str(k): float(v) for k, v in value.items()}
+
+
+class CapacitySection(_Section):
+    """``[jobs.capacity]``: what this node offers to jobs; defaults from the machine."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    cpu: float | None = Field(
+        default=None, gt=0, description="Cores for jobs. Default: every core of the machine."
+    )
+    memory: Size | None = Field(
+        default=None, description="Memory for jobs. Default: all of the machine's memory."
+    )
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """The other keys (``gpu = 2``): named resources jobs may request."""
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _numbers(self) -> CapacitySection:
+        _resources(self.model_extra or {})
+        return self
+
+
+class JobsSection(_Section):
+    """``[jobs]``: the scheduler of command jobs (``procvisor submit``)."""
+
+    policy: Literal["fifo", "priority", "fair", "edf"] = Field(
+        default="priority",
+        description=(
+            "Queue discipline: fifo; priority (five levels with aging); fair (weighted fair "
+            "share of CPU-seconds between tenants); edf (earliest deadline first). "
+            "Default 'priority'."
+        ),
+    )
+    max_running: int | None = Field(
+        default=None, ge=1, description="The most jobs running at once. Default: no limit."
+    )
+    capacity: CapacitySection = Field(
+        default_factory=CapacitySection,
+        description="{ cpu = 2, memory = '16G', gpu = 1 }: what jobs may use together.",
+    )
+    aging: Duration = Field(
+        default=10.0,
+        description="Waiting this long raises a job's priority a level. Default '10s'.",
+    )
+    half_life: PositiveDuration | None = Field(
+        default=None,
+        description="Fair share forgets half of a tenant's CPU-seconds this often. Default: never.",
+    )
+    preempt: Literal["off", "suspend", "requeue"] = Field(
+        default="off",
+        description=(
+            "What a waiting higher-priority job may do to --preemptible ones: suspend "
+            "(SIGSTOP) or requeue them (priority policy only). Default 'off'."
+        ),
+    )
+    grace: Duration = Field(
+        default=10.0, description="Stop signal to SIGKILL when a job is stopped. Default '10s'."
+    )
+    log_max_size: Size = Field(
+        default=8 * 1024 * 1024, description="Output kept per job (its tail). Default '8M'."
+    )
+
+    @model_validator(mode="after")
+    def _preempt_needs_priority(self) -> JobsSection:
+        if self.preempt != "off" and self.policy != "priority":
+            raise _problem(
+                f"preempt = '{self.preempt}' works only with policy = 'priority' (a requeued "
+                "job could overtake the one it was stopped for); set preempt = 'off'",
+                "preempt",
+            )
+        return self
+
+
+class QuotaSection(_Section):
+    """``[quotas.TENANT]``: what one tenant's running jobs may take together."""
+
+    max_running: int | None = Field(default=None, ge=1, description="Jobs running at once.")
+    cpu: float | None = Field(default=None, gt=0, description="Cores.")
+    memory: Size | None = Field(default=None, description="Memory.")
+    weight: float = Field(
+        default=1.0, gt=0, description="Share under policy = 'fair', relative. Default 1."
+    )
+
+
 class AlertsSection(_Section):
     """``[alerts]``: alert rules, the built-in ones, and the notifiers alerts go to."""
 
@@ -1059,8 +1179,8 @@ class AlertsSection(_Section):
             "storm. Default true."
         ),
     )
-    # dict[str, AlertRule] and dict[str, NotifierSpec]: pydantic cannot build schemas for
-    # their fields (protocols, unions of dataclasses); the validators check everything.
+    # The tables are kept as written, so that a config dumps and validates again unchanged;
+    # rule_list() and notifier_list() give the parsed forms.
     rules: Annotated[dict[str, Any], PlainValidator(_rules), _TABLE_SCHEMA] = Field(
         default_factory=dict,
         description=(
@@ -1077,6 +1197,14 @@ class AlertsSection(_Section):
             "min_severity and rules to filter."
         ),
     )
+
+    def rule_list(self) -> list[AlertRule]:
+        """The configured rules, parsed, in file order."""
+        return [_parsed_rule(n, _policy_key(t)) for n, t in self.rules.items()]
+
+    def notifier_list(self) -> list[NotifierSpec]:
+        """The configured notifiers, parsed, in file order."""
+        return [_parsed_notifier(n, _policy_key(t)) for n, t in self.notifiers.items()]
 
 
 class Config(_Section):
@@ -1098,6 +1226,13 @@ class Config(_Section):
     )
     alerts: AlertsSection = Field(
         default_factory=AlertsSection, description="Alert rules and notifiers."
+    )
+    jobs: JobsSection = Field(default_factory=JobsSection, description="The job scheduler.")
+    quotas: dict[ServiceName, QuotaSection] = Field(
+        default_factory=dict,
+        description=(
+            "Quotas by tenant; 'default' applies to every tenant without its own. Default: none."
+        ),
     )
 
     @model_validator(mode="after")

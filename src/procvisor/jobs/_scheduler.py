@@ -75,7 +75,7 @@ from procvisor.jobs._model import (
     RecoveryReport,
     Schedule,
 )
-from procvisor.jobs._orphans import MARKER, find_marked, group_is_ours, start_ticks, stop_group
+from procvisor.jobs._orphans import MARKER, find_marked, group_is_ours
 from procvisor.jobs._spec import JobSpec
 from procvisor.policy.admission import (
     Capacity,
@@ -88,7 +88,7 @@ from procvisor.policy.admission import (
 from procvisor.policy.jobqueue import JobQueue
 from procvisor.policy.jobstate import TERMINAL_STATES, JobState, check_transition, retry_delay
 from procvisor.policy.units import format_duration
-from procvisor.process import Process, Result, spawn
+from procvisor.process import Process, Result, spawn, start_ticks, stop_group
 from procvisor.store import JobChange, NewJob, Store
 
 __all__ = ["Scheduler"]
@@ -655,6 +655,10 @@ class Scheduler:
             raise JobNotFound(job_id)
         return log_files(self._log_path(job_id))
 
+    def log_file(self, job_id: int) -> Path:
+        """The file a job's output goes to now (``log_file(id).1`` holds the tail before it)."""
+        return self._log_path(job_id)
+
     def _log_path(self, job_id: int) -> Path:
         return self._log_dir / f"{job_id}.log"
 
@@ -1170,7 +1174,9 @@ class Scheduler:
             if rec.run_open and rec.pid is not None and group_is_ours(rec.pid, rec.start_ticks):
                 stops[rec.id] = rec.pid
         if stops:
-            await asyncio.gather(*(stop_group(p, self._config.grace) for p in stops.values()))
+            await asyncio.gather(
+                *(stop_group(p, self._config.grace, reap=True) for p in stops.values())
+            )
         wall = time.time()
         now = time.monotonic()
         requeued: list[int] = []

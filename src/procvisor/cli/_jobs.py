@@ -1,0 +1,338 @@
+"""The job commands: ``submit``, ``jobs``, ``job``, ``cancel``, ``retry``, ``queue``, ``quotas``.
+
+Thin clients of the daemon's ``/jobs``, ``/queue`` and ``/quotas``. ``submit`` prints the job's
+id; with ``--wait`` it follows the job's output and exits with the job's exit code (128 + N
+for a signal, 1 for a job that failed without one: expired, cancelled, could not start).
+Other exit statuses as the other control commands.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from procvisor.cli._client import CliError, connect
+from procvisor.cli._control import _command, _json_option, _print_json, _show, _table
+from procvisor.cli._run import UsageLine, _EnvVar
+
+__all__ = ["JOB_COMMANDS", "format_job", "format_jobs"]
+
+_FINAL = {"succeeded", "failed", "expired", "cancelled"}
+
+
+def _ago(ts: float | None) -> str:
+    from procvisor.policy.units import format_duration  # noqa: PLC0415
+
+    return "-" if ts is None else format_duration(max(0.0, time.time() - ts)) + " ago"
+
+
+def _exit(job: dict[str, Any]) -> str:
+    if job.get("signal"):
+        return str(job["signal"])
+    return "-" if job.get("exit_code") is None else str(job["exit_code"])
+
+
+def format_jobs(items: Sequence[dict[str, Any]]) -> str:
+    """Jobs as a table: ID NAME STATE TENANT PRIORITY RUNS EXIT SUBMITTED."""
+    if not items:
+        return "no jobs"
+    rows = [["ID", "NAME", "STATE", "TENANT", "PRIORITY", "RUNS", "EXIT", "SUBMITTED"]]
+    rows += [
+        [
+            str(j["id"]),
+            j["name"],
+            j["state"],
+            j["tenant"],
+            j["priority"],
+            str(j["runs"]),
+            _exit(j),
+            _ago(j.get("submitted")),
+        ]
+        for j in items
+    ]
+    return _table(rows)
+
+
+def format_job(job: dict[str, Any]) -> str:
+    """One job: its fields, then its state history."""
+    from procvisor.policy.units import format_duration  # noqa: PLC0415
+
+    spec = job.get("spec", {})
+    lines = [
+        f"job {job['id']} ({job['name']}): {job['state']}: {job['reason']}",
+        f"command: {' '.join(spec.get('command', []))}",
+        f"tenant {job['tenant']}, priority {job['priority']}, runs {job['runs']}, "
+        f"failures {job['failures']}, exit {_exit(job)}",
+    ]
+    if job.get("duration") is not None:
+        lines.append(
+            f"last run: {format_duration(job['duration'])}, "
+            f"{job.get('cpu_seconds') or 0:.2f} CPU-seconds, pid {job.get('pid')}"
+        )
+    extra = {k: v for k, v in spec.items() if k not in ("command", "name", "tenant", "priority")}
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    history = [["TIME", "FROM", "TO", "WHY"]]
+    for e in job.get("history", []):
+        history.append(
+            [
+                time.strftime("%H:%M:%S", time.localtime(e["ts"])),
+                e.get("old") or "-",
+                e["new"],
+                e["reason"],
+            ]
+        )
+    if len(history) > 1:
+        lines += ["", "history:", *("  " + line for line in _table(history).splitlines())]
+    return "\n".join(lines)
+
+
+def _ids(values: Sequence[str], what: str) -> list[int]:
+    out = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip().isdigit():
+                raise UsageLine(f"job id {part!r} is not a number")
+            out.append(int(part))
+    return out
+
+
+@_command("submit")
+@click.option("--name", help="Shown in listings (default: the program's name).")
+@click.option("--priority", default="normal", show_default=True, help="critical .. background.")
+@click.option("--tenant", default="default", show_default=True, help="Who the job is for.")
+@click.option("--cpu", type=float, help="Cores it needs while it runs (default 1).")
+@click.option("--memory", help="Memory it needs, e.g. 512M.")
+@click.option("--resource", multiple=True, metavar="NAME=N", help="Another resource, e.g. gpu=1.")
+@click.option("--timeout", help="Stop its process group after this long, e.g. 10m.")
+@click.option("--retries", type=click.IntRange(min=0), default=0, help="Retries after failure.")
+@click.option("--backoff", help="Delay before retries, INITIAL..MAX (doubling), e.g. 1s..1m.")
+@click.option("--deadline", help="It must start within this long, e.g. 30m; else: expired.")
+@click.option("--deadline-at", metavar="ISO", help="It must start by then (ISO 8601).")
+@click.option("--after", help="Start no sooner than this long from now, e.g. 5m.")
+@click.option("--at", "at_", metavar="ISO", help="Start no sooner than then (ISO 8601).")
+@click.option("--cron", help="Run once per period of this cron expression, e.g. '*/5 * * * *'.")
+@click.option("--depends-on", multiple=True, metavar="ID,...", help="Run after these succeed.")
+@click.option("--env", multiple=True, type=_EnvVar(), help="KEY=VALUE for the job's environment.")
+@click.option("--cwd", help="Directory to run in.")
+@click.option("--preemptible", is_flag=True, help="A waiting higher-priority job may preempt it.")
+@click.option("--wait", is_flag=True, help="Follow its output; exit with its exit code.")
+@_json_option
+@click.argument("command", nargs=-1, required=True, metavar="-- CMD...")
+def submit(config_file: str | None, **opts: Any) -> None:
+    """Submit a command job to the daemon's scheduler; print its id.
+
+    Example: procvisor submit --priority high --timeout 10m --retries 2 -- make test
+    """
+    spec: dict[str, Any] = {"command": list(opts["command"]), "tenant": opts["tenant"]}
+    spec["priority"] = opts["priority"]
+    requests = []
+    if opts["cpu"] is not None:
+        requests.append(f"cpu={opts['cpu']:g}")
+    if opts["memory"]:
+        requests.append(f"memory={opts['memory']}")
+    requests += list(opts["resource"])
+    if requests:
+        spec["requests"] = ",".join(requests)
+    for option, key in (("deadline", "deadline"), ("deadline_at", "deadline")):
+        if opts[option]:
+            if "deadline" in spec:
+                raise UsageLine("give --deadline or --deadline-at, not both")
+            spec[key] = opts[option]
+    for option in ("after", "at_"):
+        if opts[option]:
+            if "not_before" in spec:
+                raise UsageLine("give --after or --at, not both")
+            spec["not_before"] = opts[option]
+    for option in ("name", "timeout", "backoff", "cron", "cwd"):
+        if opts[option]:
+            spec[option] = opts[option]
+    if opts["retries"]:
+        spec["retries"] = opts["retries"]
+    if opts["depends_on"]:
+        spec["depends_on"] = _ids(opts["depends_on"], "--depends-on")
+    if opts["env"]:
+        spec["env"] = dict(opts["env"])
+    if opts["preemptible"]:
+        spec["preemptible"] = True
+    with connect(config_file) as daemon:
+        (job_id,) = daemon.post("/jobs", {"jobs": [spec]})["ids"]
+        if not opts["wait"]:
+            if opts["as_json"]:
+                _print_json({"id": job_id})
+            else:
+                click.echo(job_id)
+            return
+        job = _follow_until_done(daemon, job_id)
+    if opts["as_json"]:
+        _print_json(job)
+    sys.exit(_exit_status(job))
+
+
+def _exit_status(job: dict[str, Any]) -> int:
+    if job["state"] == "succeeded":
+        return 0
+    if job.get("signal"):
+        try:
+            return 128 + int(signal.Signals[job["signal"]])
+        except KeyError:
+            return 1
+    return job["exit_code"] if job.get("exit_code") else 1
+
+
+def _follow_until_done(daemon: Any, job_id: int) -> dict[str, Any]:
+    """Print the job's output as it comes until it has finished; the finished job.
+
+    A thread follows the log; once the job has finished, the log's tail is read once more
+    and whatever the follower had not printed yet is printed.
+    """
+    lock = threading.Lock()
+    printed = bytearray()
+    done = [False]
+    params = {"target": f"job:{job_id}", "lines": 1_000_000}
+
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        printed.extend(chunk)
+
+    def follow() -> None:
+        try:
+            with daemon.stream("/logs", {**params, "follow": "true"}) as response:
+                for chunk in response.iter_bytes():  # httpx clients are thread-safe
+                    with lock:
+                        if done[0]:
+                            return
+                        write(chunk)
+        except (CliError, OSError):
+            pass
+
+    threading.Thread(target=follow, daemon=True).start()
+    while True:
+        job: dict[str, Any] = daemon.get(f"/jobs/{job_id}/wait", {"timeout": 30})
+        if job["state"] in _FINAL:
+            break
+    with daemon.stream("/logs", {**params, "follow": "false"}) as response:
+        tail = b"".join(response.iter_bytes())
+    with lock:
+        done[0] = True
+        if len(tail) > len(printed) and tail.startswith(printed):
+            write(tail[len(printed) :])
+    return job
+
+
+@_command("jobs")
+@click.option("--state", help="Only jobs in this state (queued, running, failed, ...).")
+@click.option("--tenant", help="Only this tenant's jobs.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@_json_option
+def jobs(
+    config_file: str | None, state: str | None, tenant: str | None, limit: int, as_json: bool
+) -> None:
+    """List jobs, newest first: ID NAME STATE TENANT PRIORITY RUNS EXIT SUBMITTED."""
+    params = {"state": state, "tenant": tenant, "limit": limit}
+    _show(config_file, "/jobs", params, as_json, format_jobs)
+
+
+@_command("job")
+@_json_option
+@click.argument("job_id", type=int, metavar="ID")
+def job(config_file: str | None, as_json: bool, job_id: int) -> None:
+    """Show one job: its settings, last run and state history."""
+    _show(config_file, f"/jobs/{job_id}", {}, as_json, format_job)
+
+
+@_command("cancel")
+@_json_option
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+def cancel(config_file: str | None, as_json: bool, ids: tuple[str, ...]) -> None:
+    """Cancel jobs; a running job's whole process group is stopped first."""
+    with connect(config_file) as daemon:
+        outcomes = daemon.post("/jobs/cancel", {"ids": _ids(ids, "ID")})
+    if as_json:
+        _print_json(outcomes)
+        return
+    for o in outcomes:
+        click.echo(f"job {o['job']}: {'cancelled' if o['cancelled'] else o['message']}")
+
+
+@_command("retry")
+@click.argument("job_id", type=int, metavar="ID")
+def retry(config_file: str | None, job_id: int) -> None:
+    """Submit a failed, cancelled or expired job again (as a new job); print its id."""
+    with connect(config_file) as daemon:
+        click.echo(daemon.post(f"/jobs/{job_id}/retry")["id"])
+
+
+def format_queue(q: dict[str, Any]) -> str:
+    """The queue summary as lines."""
+    from procvisor.policy.units import format_duration, format_size  # noqa: PLC0415
+
+    def amounts(d: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {format_size(int(v)) if k == 'memory' else v}" for k, v in d.items())
+
+    wait = q.get("oldest_wait")
+    capacity = {k: v for k, v in q["capacity"].items() if v is not None}
+    lines = [
+        f"queued {q['queued']} (delayed {q['delayed']}, waiting on dependencies "
+        f"{q['waiting_on_dependencies']}, retrying {q['retrying']}); running {q['running']}"
+        f" (suspended {q['suspended']})",
+        "by priority: " + (amounts(q["by_priority"]) or "-"),
+        "by tenant: " + (amounts(q["by_tenant"]) or "-"),
+        f"in use: {amounts(q['in_use'])} of {amounts(capacity)}",
+        f"oldest wait: {'-' if wait is None else format_duration(wait)}",
+    ]
+    return "\n".join(lines)
+
+
+@_command("queue")
+@_json_option
+def queue(config_file: str | None, as_json: bool) -> None:
+    """The queue: queued jobs by priority and tenant, running, utilization, oldest wait."""
+    _show(config_file, "/queue", {}, as_json, format_queue)
+
+
+def format_quotas(items: Sequence[dict[str, Any]]) -> str:
+    """Tenants' use against their quotas."""
+    from procvisor.policy.units import format_size  # noqa: PLC0415
+
+    if not items:
+        return "no tenants"
+
+    def of(used: Any, limit: Any, size: bool = False) -> str:
+        def show(v: Any) -> str:
+            return format_size(int(v)) if size else f"{v:g}"
+
+        return show(used) + ("" if limit is None else f" / {show(limit)}")
+
+    rows = [["TENANT", "RUNNING", "CPU", "MEMORY", "QUEUED", "WEIGHT", "CPU-SECONDS"]]
+    for t in items:
+        quota = t.get("quota") or {}
+        rows.append(
+            [
+                t["tenant"],
+                of(t["running"], quota.get("max_running")),
+                of(t["cpu"], quota.get("cpu")),
+                of(t["memory"], quota.get("memory"), size=True),
+                str(t["queued"]),
+                f"{t['weight']:g}",
+                f"{t['usage']:.1f}",
+            ]
+        )
+    return _table(rows)
+
+
+@_command("quotas")
+@_json_option
+def quotas(config_file: str | None, as_json: bool) -> None:
+    """Each tenant's running jobs, CPU and memory against its quota ('used / limit')."""
+    _show(config_file, "/quotas", {}, as_json, format_quotas)
+
+
+JOB_COMMANDS: list[click.Command] = [submit, jobs, job, cancel, retry, queue, quotas]
+"""The commands to add to the ``procvisor`` group."""

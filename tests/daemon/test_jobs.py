@@ -1,0 +1,157 @@
+"""Jobs through the real daemon: the CLI commands, the Python Client, and a SIGKILL of the
+daemon in the middle of a batch after which every job is accounted for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+import procvisor
+from helpers import pid_alive, reaped_and_gone, wait_for
+
+from .test_daemon import Daemon, cli, write_config
+from .test_metrics import families, value
+
+PY = sys.executable
+
+CONFIG = """
+[jobs]
+max_running = 2
+[quotas.bob]
+max_running = 1
+"""
+
+
+def up(workdir: Path, daemons: list[Daemon], body: str = CONFIG) -> Daemon:
+    write_config(workdir, body)
+    d = Daemon(workdir)
+    daemons.append(d)
+    wait_for(lambda: cli(workdir, "queue").returncode == 0, timeout=20)
+    return d
+
+
+def test_submit_wait_list_show_logs_cancel_and_retry(workdir, daemons) -> None:
+    up(workdir, daemons)
+    waited = cli(workdir, "submit", "--wait", "--", "sh", "-c", "echo one; echo two >&2; exit 3")
+    assert waited.returncode == 3
+    assert waited.stdout == "one\ntwo\n"
+    killed = cli(workdir, "submit", "--wait", "--", "sh", "-c", "kill -9 $$")
+    assert killed.returncode == 128 + signal.SIGKILL
+
+    ok = cli(workdir, "submit", "--name", "hello", "--tenant", "bob", "--", "echo", "hi")
+    assert ok.returncode == 0
+    job_id = int(ok.stdout)
+    done = wait_for(
+        lambda: (
+            json.loads(cli(workdir, "job", str(job_id), "--json").stdout)["state"] == "succeeded"
+        ),
+        timeout=20,
+    )
+    assert done
+    shown = cli(workdir, "job", str(job_id)).stdout
+    assert shown.startswith(f"job {job_id} (hello): succeeded: exited with code 0")
+    assert "running    succeeded" in shown
+    assert cli(workdir, "logs", "--job", str(job_id)).stdout == "hi\n"
+    listed = cli(workdir, "jobs", "--tenant", "bob").stdout.splitlines()
+    assert listed[0].split()[:3] == ["ID", "NAME", "STATE"]
+    assert listed[1].split()[:4] == [str(job_id), "hello", "succeeded", "bob"]
+
+    long = int(cli(workdir, "submit", "--", "sh", "-c", "sleep 60 & sleep 60").stdout)
+    wait_for(
+        lambda: json.loads(cli(workdir, "job", str(long), "--json").stdout)["state"] == "running",
+        timeout=20,
+    )
+    pid = json.loads(cli(workdir, "job", str(long), "--json").stdout)["pid"]
+    cancelled = cli(workdir, "cancel", str(long))
+    assert (cancelled.returncode, cancelled.stdout) == (0, f"job {long}: cancelled\n")
+    assert not pid_alive(pid)
+    again = cli(workdir, "cancel", str(long))
+    assert "already cancelled" in again.stdout
+    retried = cli(workdir, "retry", str(long))
+    assert retried.returncode == 0 and int(retried.stdout) > long
+    cli(workdir, "cancel", retried.stdout.strip())
+
+    queue = cli(workdir, "queue")
+    assert queue.returncode == 0 and queue.stdout.startswith("queued ")
+    quotas = cli(workdir, "quotas").stdout.splitlines()
+    assert quotas[0].split()[:3] == ["TENANT", "RUNNING", "CPU"]
+    assert any(line.split()[:4] == ["bob", "0", "/", "1"] for line in quotas[1:])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "--cpu", "999", "--", "true"], "requests.cpu: 999 is more than the node's"),
+        (["submit", "--timeout", "0", "--", "true"], "timeout: '0' must be more than 0"),
+        (["submit", "--cron", "every day", "--", "true"], "cron: "),
+        (["submit", "--deadline", "soon", "--", "true"], "deadline: 'soon' is neither"),
+        (["job", "999"], "no job 999"),
+        (["cancel", "999"], "no job 999"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_field(workdir, daemons, args, message) -> None:
+    up(workdir, daemons)
+    out = cli(workdir, *args)
+    assert out.returncode == 1
+    assert out.stderr.startswith("procvisor: ") and message in out.stderr
+    assert len(out.stderr.splitlines()) == 1
+
+
+def test_the_python_client_submits_batches_and_waits(workdir, daemons) -> None:
+    up(workdir, daemons)
+    with procvisor.Client(str(workdir / "procvisor.toml")) as daemon:
+        ids = daemon.submit_many([{"command": ["true"], "name": f"t{i}"} for i in range(50)])
+        assert len(ids) == 50
+        assert all(daemon.wait(i, timeout=30)["state"] == "succeeded" for i in ids)
+        failing = daemon.submit(["sh", "-c", "exit 5"], retries=1, backoff="10ms")
+        job = daemon.wait(failing, timeout=30)
+        assert (job["state"], job["exit_code"], job["runs"]) == ("failed", 5, 2)
+        sock = workdir / ".procvisor" / "procvisor.sock"
+        transport = httpx.HTTPTransport(uds=str(sock))
+        with httpx.Client(transport=transport, base_url="http://pv") as http:
+            fams = families(http.get("/metrics").text)
+        assert value(fams, "procvisor_job_duration_seconds_count", state="succeeded") == 50
+        assert value(fams, "procvisor_job_duration_seconds_count", state="failed") == 1
+        assert value(fams, "procvisor_jobs", state="queued") == 0
+        with pytest.raises(LookupError, match="no job 99999"):
+            daemon.get(99999)
+        with pytest.raises(ValueError, match="timeout"):
+            daemon.submit(["true"], timeout=-1)
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "procvisor.toml").write_text("")
+    with pytest.raises(ConnectionError, match="no daemon running"):
+        procvisor.Client(str(elsewhere / "procvisor.toml"))
+    with pytest.raises(ValueError, match="no such file"):
+        procvisor.Client(str(workdir / "nowhere.toml"))
+
+
+def test_a_daemon_killed_mid_batch_loses_no_job(workdir, daemons) -> None:
+    d = up(workdir, daemons)
+    ran = workdir / "ran"
+    script = (
+        f"import os,sys,time; open({str(ran)!r}, 'a').write(sys.argv[1] + '\\n'); time.sleep(0.3)"
+    )
+    with procvisor.Client(str(workdir / "procvisor.toml")) as daemon:
+        ids = daemon.submit_many([{"command": [PY, "-c", script, str(i)]} for i in range(12)])
+        wait_for(lambda: ran.exists() and len(ran.read_text().split()) >= 3, timeout=30)
+    # The running jobs become orphans of this test process (a subreaper), as they would
+    # become init's: the next daemon stops them, and we reap them as init would.
+    orphans = [c.pid for c in psutil.Process(d.pid).children()]
+    os.kill(d.pid, signal.SIGKILL)
+    d.stop()
+    daemons.append(Daemon(workdir))  # the next daemon recovers the store
+    wait_for(lambda: cli(workdir, "queue").returncode == 0, timeout=20)
+    with procvisor.Client(str(workdir / "procvisor.toml")) as daemon:
+        jobs = [daemon.wait(i, timeout=60) for i in ids]
+    assert [j["state"] for j in jobs] == ["succeeded"] * 12
+    started = ran.read_text().split()
+    assert set(started) == {str(i) for i in range(12)}  # every job ran; interrupted ones again
+    wait_for(lambda: all([reaped_and_gone(pid) for pid in orphans]), timeout=10)
