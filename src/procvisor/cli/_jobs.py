@@ -213,10 +213,19 @@ def _follow_until_done(daemon: Any, job_id: int) -> dict[str, Any]:
             pass
 
     threading.Thread(target=follow, daemon=True).start()
+    # A job that waits for its turn says so on stderr every 10 s (an interactive user
+    # would otherwise see nothing), with what it waits for.
+    poll = 10.0
     while True:
-        job: dict[str, Any] = daemon.get(f"/jobs/{job_id}/wait", {"timeout": 30})
+        job: dict[str, Any] = daemon.get(f"/jobs/{job_id}/wait", {"timeout": poll})
         if job["state"] in _FINAL:
             break
+        if job["state"] in ("queued", "retrying", "preempted"):
+            waited = time.time() - job["submitted"]
+            click.echo(
+                f"procvisor: job {job_id} {job['state']} for {waited:.0f}s: {job['reason']}",
+                err=True,
+            )
     with daemon.stream("/logs", {**params, "follow": "false"}) as response:
         tail = b"".join(response.iter_bytes())
     with lock:
