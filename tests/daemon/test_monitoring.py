@@ -4,6 +4,9 @@ reach a webhook receiver on loopback (while another receiver hangs), and the vie
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ import pytest
 
 from helpers import pid_alive, wait_for
 
-from .test_daemon import Daemon, cli, write_config
+from .test_daemon import PROCVISOR, Daemon, cli, write_config
 
 PY = sys.executable
 
@@ -163,7 +166,24 @@ def test_watch_limits_alerts_and_views_in_a_running_daemon(workdir, daemons, rec
     table = cli(workdir, "top", "--once").stdout.splitlines()
     assert table[0].split()[:3] == ["NAME", "STATE", "STATUS"]
 
+    live = subprocess.Popen(
+        [*PROCVISOR, "top", "-n", "0.2"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PROCVISOR_CONFIG": "", "COLUMNS": "120"},
+    )
+    try:
+        assert live.stdout is not None
+        wait_for(lambda: "quiet:0" in live.stdout.readline(), timeout=20)
+    finally:
+        live.send_signal(signal.SIGINT)
+        assert live.wait(10) == 130
+        if live.stdout is not None:
+            live.stdout.close()
+
     snapshot = json.loads(cli(workdir, "inspect", "quiet:0", "--json").stdout)
+    assert snapshot["threads"][0]["state"] in ("S", "R")
     env = snapshot["environment"]
     assert env["API_TOKEN"] == env["DB_PASSWORD"] == "<redacted>"
     assert env["PLAIN"] == "visible"

@@ -4,6 +4,7 @@ exit statuses as the other control commands."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -85,6 +86,7 @@ def top(config_file: str | None, once: bool, sort: str, interval: float, as_json
 
     Rows are service instances and pool workers, from the daemon's last sample; STATUS is ok,
     warning (past 80% of a [watch] limit), critical (at or over it) or dead. Ctrl-C ends it.
+    When stdout is not a terminal, a plain table is printed each interval instead.
     """
     if once or as_json:
         with connect(config_file) as daemon:
@@ -94,6 +96,12 @@ def top(config_file: str | None, once: bool, sort: str, interval: float, as_json
         else:
             click.echo(format_top(items))
         return
+    if not sys.stdout.isatty():  # like top -b: a plain table per interval, for logs and pipes
+        with connect(config_file) as daemon:
+            while True:
+                click.echo(format_top(_sorted(daemon.get("/top"), sort)) + "\n", nl=False)
+                sys.stdout.flush()
+                time.sleep(interval)
     from rich.console import Console  # noqa: PLC0415 - only for the live view
     from rich.live import Live  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -152,9 +160,9 @@ def format_inspect(info: dict[str, Any]) -> str:
             ]
         )
     lines += _section("processes:", tree)
-    threads = [["TID", "USER CPU", "SYSTEM CPU"]]
+    threads = [["TID", "STATE", "USER CPU", "SYSTEM CPU"]]
     threads += [
-        [str(t["tid"]), f"{t['cpu_user']:.2f}s", f"{t['cpu_system']:.2f}s"]
+        [str(t["tid"]), t.get("state", "?"), f"{t['cpu_user']:.2f}s", f"{t['cpu_system']:.2f}s"]
         for t in info.get("threads", [])
     ]
     lines += _section("threads:", threads)

@@ -556,6 +556,16 @@ def _group_cpu(pgid: int) -> float:
     return total
 
 
+def _thread_state(pid: int, tid: int) -> str:
+    """A thread's state letter from /proc (R running, S sleeping, D disk, T stopped...)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return "?"
+    return stat[stat.rfind(b")") + 2 :].split()[0].decode()
+
+
 def _process_details(pid: int) -> dict[str, Any]:
     """cmdline, cwd, user, threads, open files and sockets, environment of ``pid``."""
     out: dict[str, Any] = {}
@@ -567,7 +577,12 @@ def _process_details(pid: int) -> dict[str, Any]:
             with contextlib.suppress(psutil.Error):
                 out["cwd"] = p.cwd()
             out["threads"] = [
-                {"tid": t.id, "cpu_user": t.user_time, "cpu_system": t.system_time}
+                {
+                    "tid": t.id,
+                    "state": _thread_state(pid, t.id),
+                    "cpu_user": t.user_time,
+                    "cpu_system": t.system_time,
+                }
                 for t in p.threads()
             ]
         with contextlib.suppress(psutil.Error):
