@@ -24,6 +24,16 @@ Two layouts of 500 idle processes, each started in its own session as procvisor 
     RUSAGE_THREAD), and how much of it the History took.
 (c) what the kernel charges for each file read per process: CPU per read of
     /proc/PID/{stat,status,io} and per stat() of /proc/PID/fd, over the layout's members.
+(d) the real daemon: `python -m procvisor up -c CONFIG` on a temporary config of
+    --daemon-services services, each `/bin/sleep`, with [monitor] interval = --interval,
+    its state directory under a short /tmp path (the Unix socket's path must stay under
+    108 bytes). Once `procvisor status --json` shows every one running and a few samples
+    have been taken: the daemon's CPU over --idle-seconds (utime + stime of
+    /proc/DAEMON/stat, every thread: the monitor's sampling and everything else it does
+    while idle), then, --reps times, --scrapes GET /metrics over the Unix socket (httpx,
+    one keep-alive connection, --scrape-gap s apart): latency per scrape, and the daemon's
+    CPU over the batch per scrape, as measured and net of the idle rate. Then
+    `procvisor down -c CONFIG`, and a check that no process of the config is left.
 
 Every process started is killed (its group, SIGKILL) and reaped on the way out.
 """
@@ -32,27 +42,52 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 
-from bench._report import Report, Sample, Table, Target, median, number, repeat, spread
+from bench._report import (
+    Report,
+    Sample,
+    Table,
+    Target,
+    median,
+    number,
+    percentile,
+    repeat,
+    spread,
+)
 from procvisor import monitor
 from procvisor.monitor import _procfs
 from procvisor.store import Store
 
-QUICK = {"layouts": "100x5", "calls": 3, "naive_calls": 1, "seconds": 5.0, "reps": 2}
+QUICK = {
+    "layouts": "100x5",
+    "calls": 3,
+    "naive_calls": 1,
+    "seconds": 5.0,
+    "reps": 2,
+    "daemon_services": 50,
+    "scrapes": 50,
+    "idle_seconds": 5.0,
+}
 
 SLEEP = "100077"
 """The argument of every sleep we start: in the command line of every process that is ours."""
+DAEMON_SLEEP = "100078"
+"""The argument of the sleep of every service of the daemon of (d)."""
 LAYOUTS = {
     "100x5": (100, ["/bin/sh", "-c", " & ".join([f"/bin/sleep {SLEEP}"] * 4) + " & wait"], 5),
     "500x1": (500, ["/bin/sleep", SLEEP], 1),
@@ -88,6 +123,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seconds", type=float, default=30.0, help="length of each run of (b) (default 30 s)"
+    )
+    parser.add_argument(
+        "--daemon-services",
+        type=int,
+        default=200,
+        help="services of the real daemon in (d); 0 skips (d) (default 200)",
+    )
+    parser.add_argument(
+        "--scrapes", type=int, default=200, help="GET /metrics per repetition, (d) (default 200)"
+    )
+    parser.add_argument(
+        "--scrape-gap",
+        type=float,
+        default=0.02,
+        help="seconds between two scrapes in (d) (default 0.02)",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=30.0,
+        help="window of the daemon's idle CPU in (d) (default 30 s)",
     )
 
 
@@ -341,6 +397,181 @@ def _file_costs(pids: Sequence[int], reps: int) -> dict[str, float]:
     return out
 
 
+# -- (d) the real daemon ---------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _procfs.CLK_TCK
+
+
+def _daemon_leftovers() -> list[int]:
+    """Live processes whose command line carries :data:`DAEMON_SLEEP`."""
+    mark = DAEMON_SLEEP.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if mark not in f.read():
+                    continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+        except OSError:
+            continue
+        found.append(int(name))
+    return found
+
+
+@dataclass
+class DaemonRun:
+    """What (d) measured."""
+
+    services: int
+    start_s: float
+    idle_window: float
+    idle_cpu: float
+    scrape_latencies: list[float]
+    scrape_cpu: list[float]
+    """Daemon CPU seconds per scrape, one per repetition, as measured."""
+    scrape_net: list[float]
+    """The same, less the idle rate over the batch's window."""
+    body_bytes: int
+    series: int
+    rss_mib: float
+    threads: int
+    down_s: float
+    left: int
+
+
+def _procvisor(*args: str) -> list[str]:
+    return [sys.executable, "-m", "procvisor", *args]
+
+
+def _daemon(args: argparse.Namespace) -> DaemonRun:
+    """Start a real daemon, measure it idle and scraped, stop it (see the module docstring)."""
+    n = args.daemon_services
+    base = Path(tempfile.mkdtemp(prefix="pvm-", dir="/tmp"))
+    state = base / "s"
+    conf = base / "procvisor.toml"
+    socket_path = state / "procvisor.sock"
+    if len(str(socket_path).encode()) >= 108:
+        raise RuntimeError(f"{socket_path}: longer than a Unix socket's path may be")
+    lines = [
+        "[daemon]",
+        f"state_dir = {json.dumps(str(state))}",
+        "",
+        "[monitor]",
+        f'interval = "{args.interval:g}s"',
+        "",
+    ]
+    for i in range(n):
+        lines += [f"[services.s{i}]", f'command = ["/bin/sleep", "{DAEMON_SLEEP}"]', ""]
+    conf.write_text("\n".join(lines))
+    log = (base / "daemon.log").open("w")
+    start = _perf()
+    proc = subprocess.Popen(
+        _procvisor("up", "-c", str(conf)),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    down_s = 0.0
+    try:
+        deadline = start + 120
+        while True:
+            if proc.poll() is not None:
+                tail = " / ".join((base / "daemon.log").read_text().splitlines()[-3:])
+                raise RuntimeError(f"the daemon exited ({proc.returncode}): {tail}")
+            status = subprocess.run(
+                _procvisor("status", "--json", "-c", str(conf)),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if status.returncode == 0:
+                items = json.loads(status.stdout)
+                if len(items) == n and all(item["state"] == "running" for item in items):
+                    break
+            if _perf() > deadline:
+                raise TimeoutError(f"not all {n} services running after 120 s")
+            time.sleep(0.5)
+        start_s = _perf() - start
+        time.sleep(max(3.0, 3 * args.interval))  # a few samples, and the status calls over
+
+        c0, w0 = _cpu_seconds(proc.pid), _perf()
+        time.sleep(args.idle_seconds)
+        idle_cpu, idle_window = _cpu_seconds(proc.pid) - c0, _perf() - w0
+        idle_rate = idle_cpu / idle_window
+
+        latencies: list[float] = []
+        per_scrape: list[float] = []
+        net: list[float] = []
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket_path)),
+            base_url="http://procvisor",
+            timeout=60,
+        ) as client:
+            for _ in range(5):  # untimed: the connection, first renders
+                body = client.get("/metrics").raise_for_status().content
+            for _ in range(args.reps):
+                c0, w0 = _cpu_seconds(proc.pid), _perf()
+                for _ in range(args.scrapes):
+                    t = _perf()
+                    response = client.get("/metrics")
+                    latencies.append(_perf() - t)
+                    response.raise_for_status()
+                    time.sleep(args.scrape_gap)
+                cpu, window = _cpu_seconds(proc.pid) - c0, _perf() - w0
+                per_scrape.append(cpu / args.scrapes)
+                net.append((cpu - idle_rate * window) / args.scrapes)
+        ps = psutil.Process(proc.pid)
+        rss, threads = ps.memory_info().rss / 2**20, ps.num_threads()
+
+        t = _perf()
+        down = subprocess.run(
+            _procvisor("down", "-c", str(conf)), capture_output=True, text=True, check=False
+        )
+        proc.wait(60)
+        down_s = _perf() - t
+        if down.returncode != 0:
+            raise RuntimeError(f"procvisor down exited {down.returncode}: {down.stderr.strip()}")
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        deadline = _perf() + 10
+        while (left := _daemon_leftovers()) and _perf() < deadline:
+            time.sleep(0.05)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+    text = body.decode()
+    return DaemonRun(
+        services=n,
+        start_s=start_s,
+        idle_window=idle_window,
+        idle_cpu=idle_cpu,
+        scrape_latencies=latencies,
+        scrape_cpu=per_scrape,
+        scrape_net=net,
+        body_bytes=len(body),
+        series=sum(1 for line in text.splitlines() if line and not line.startswith("#")),
+        rss_mib=rss,
+        threads=threads,
+        down_s=down_s,
+        left=len(left),
+    )
+
+
 # -- the report ------------------------------------------------------------------------------
 
 
@@ -352,6 +583,8 @@ def run(args: argparse.Namespace) -> Report:
             raise ValueError(f"--layouts: unknown layout {name!r}; choose from {list(LAYOUTS)}")
     if args.calls < 1 or args.naive_calls < 1:
         raise ValueError("--calls and --naive-calls must be 1 or more")
+    if args.daemon_services < 0 or args.scrapes < 1:
+        raise ValueError("--daemon-services must be 0 or more and --scrapes 1 or more")
     host = sum(1 for n in os.listdir("/proc") if n.isdigit())
     rows_a: list[list[str]] = []
     rows_b: list[list[str]] = []
@@ -427,14 +660,23 @@ def run(args: argparse.Namespace) -> Report:
                 f"({host:,} before the benchmark started them); procvisor's scan reads "
                 "/proc/PID/stat of every one of them."
             )
+    daemon = _daemon(args) if args.daemon_services else None
+    which = " and ".join(layouts) or "No"
     summary = (
-        f"{' and '.join(layouts)} targets of idle processes. (a): CPU of the sampling thread "
+        f"{which} targets of idle processes. (a): CPU of the sampling thread "
         f"per sample of every target, median of {args.calls} samples "
         f"({args.naive_calls} for the naive psutil peer) {args.gap:g} s apart per repetition, "
         f"{args.reps} repetitions interleaved, median [min–max] over repetitions; % of one "
         f"core is that CPU per {args.interval:g} s. (b): procvisor's Sampler and History "
         f"every {args.interval:g} s for {args.seconds:g} s."
     )
+    if daemon is not None:
+        summary += (
+            f" (d), (e): a real daemon (`procvisor up`) with {daemon.services} `sleep` "
+            f"services sampled every {args.interval:g} s: its idle CPU over "
+            f"{args.idle_seconds:g} s, then {args.reps} × {args.scrapes} GET /metrics over "
+            f"its Unix socket, {args.scrape_gap:g} s apart."
+        )
     fd_method = (
         "stat(/proc/PID/fd).st_size" if _procfs.FD_COUNT_FROM_STAT else "listdir(/proc/PID/fd)"
     )
@@ -482,4 +724,76 @@ def run(args: argparse.Namespace) -> Report:
             rows_c,
         ),
     ]
+    if daemon is not None:
+        idle_pct = daemon.idle_cpu / daemon.idle_window * 100
+        tables += [
+            Table(
+                f"(d) the daemon idle with {daemon.services} services sampled every "
+                f"{args.interval:g} s (CPU of /proc/DAEMON/stat, every thread)",
+                [
+                    "services",
+                    "interval s",
+                    "window s",
+                    "CPU s",
+                    "% of one core",
+                    "ms CPU / interval",
+                    "RSS MiB",
+                    "threads",
+                ],
+                [
+                    [
+                        str(daemon.services),
+                        f"{args.interval:g}",
+                        f"{daemon.idle_window:.1f}",
+                        f"{daemon.idle_cpu:.2f}",
+                        f"{idle_pct:.2f}",
+                        number(daemon.idle_cpu / daemon.idle_window * args.interval * 1e3),
+                        f"{daemon.rss_mib:.0f}",
+                        str(daemon.threads),
+                    ]
+                ],
+            ),
+            Table(
+                f"(e) GET /metrics over the Unix socket, {daemon.services} services: latency "
+                f"of {len(daemon.scrape_latencies)} scrapes; the daemon's CPU per scrape, "
+                "median [min–max] over repetitions",
+                [
+                    "body bytes",
+                    "series",
+                    "p50 ms",
+                    "p99 ms",
+                    "max ms",
+                    "daemon ms CPU / scrape",
+                    "net of idle ms",
+                ],
+                [
+                    [
+                        f"{daemon.body_bytes:,}",
+                        f"{daemon.series:,}",
+                        number(percentile(daemon.scrape_latencies, 50) * 1e3),
+                        number(percentile(daemon.scrape_latencies, 99) * 1e3),
+                        number(max(daemon.scrape_latencies) * 1e3),
+                        spread([c * 1e3 for c in daemon.scrape_cpu]),
+                        spread([c * 1e3 for c in daemon.scrape_net]),
+                    ]
+                ],
+            ),
+        ]
+        targets.append(
+            Target(
+                f"`procvisor down` leaves none of the {daemon.services} services' processes",
+                daemon.left == 0,
+                f"{daemon.left} left ({daemon.down_s:.1f} s from `down` to the daemon's exit)",
+            )
+        )
+        notes.append(
+            f"(d), (e): all {daemon.services} services running {daemon.start_s:.1f} s after "
+            "`procvisor up` (polled with `procvisor status --json`); measured from 3 s later. "
+            f"CPU from utime + stime at CLK_TCK {_procfs.CLK_TCK} "
+            f"({1000 / _procfs.CLK_TCK:g} ms steps), over the idle window "
+            "and over each batch of scrapes; 'net of idle' subtracts the idle "
+            "rate over the batch's window, leaving what the scrapes themselves cost. The "
+            "latency is the client's (httpx, one keep-alive connection), request to body; "
+            "series = the body's sample lines."
+        )
     return Report("monitor", summary, tables, targets, notes)
