@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import await_for, pid_alive
+from helpers import await_for, pid_alive, reaped_and_gone
 from procvisor.jobs import JobNotFound, JobSpec, JobState, JobStateError
 from procvisor.policy.admission import Capacity, Quota
 
@@ -151,6 +152,26 @@ async def test_timeout_stops_the_job_and_its_background_child(
     assert job.state is S.FAILED
     assert job.reason.startswith("timed out after 300ms (killed by SIGTERM)")
     assert not pid_alive(int(pid_file.read_text()))
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+async def test_a_child_that_left_the_jobs_group_is_stopped_too(
+    make_scheduler: MakeScheduler, tmp_path: Path, how: str
+) -> None:
+    # setsid: the child has its own session and group, as a daemon that double-forked does;
+    # it still carries the job's tag in its environment.
+    pid_file = tmp_path / "child"
+    script = f'setsid sleep 60 & echo $! > "{pid_file}"; sleep 60'
+    jobs = await make_scheduler()
+    job_id = jobs.submit(JobSpec(("sh", "-c", script), timeout=0.3 if how == "timeout" else 30))
+    await await_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+    child = int(pid_file.read_text())
+    assert os.getpgid(child) == child  # it left the job's group
+    if how == "cancel":
+        await jobs.cancel([job_id])
+    job = await jobs.wait(job_id, timeout=10)
+    assert job.state is (S.FAILED if how == "timeout" else S.CANCELLED)
+    await await_for(lambda: reaped_and_gone(child), timeout=10)
 
 
 async def test_a_job_that_leaves_a_daemon_behind_has_it_stopped(

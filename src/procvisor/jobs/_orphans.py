@@ -7,6 +7,10 @@ A job is also started with ``PROCVISOR_JOB=ID:STORE`` in its environment, which 
 processes of jobs whose pid had not been recorded yet when the scheduler died (between the
 spawn and the write that records it).
 
+A job's processes that left its group (``setsid``, a double-forking daemon) carry the same
+tag, so a cancel or a timeout finds and stops them too (:func:`escaped_groups`): what a
+cgroup per job would do, on machines where none can be made.
+
 These groups are not our children (unless we are their subreaper), so there is no exit event
 to wait on: they are stopped with :func:`procvisor.process.stop_group`, which polls ``/proc``
 (the supervisor stops the leftovers of a killed daemon the same way).
@@ -16,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 
 from procvisor.process import group_members, start_ticks
 
-__all__ = ["MARKER", "find_marked", "group_is_ours"]
+__all__ = ["MARKER", "escaped_groups", "find_marked", "group_is_ours"]
 
 MARKER = "PROCVISOR_JOB"
 """The environment variable that tags a job's process: ``ID:STORE-PATH``."""
@@ -46,16 +51,10 @@ def group_is_ours(pid: int, ticks: float | None) -> bool:
     return all((start_ticks(m) or 0.0) >= ticks for m in members)
 
 
-def find_marked(store_path: str, job_ids: set[int]) -> dict[int, int]:
-    """The group leaders (pid) of processes tagged with one of ``job_ids`` for this store.
-
-    Reads ``/proc/*/environ`` of the processes this user may read: run only at start-up.
-    """
-    if not job_ids:
-        return {}
+def _marked(store_path: str) -> Iterator[tuple[int, int]]:
+    """``(job id, pid)`` of every process tagged for this store that this user may read."""
     prefix = f"{MARKER}=".encode()
     suffix = f":{store_path}".encode()
-    found: dict[int, int] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -67,9 +66,33 @@ def find_marked(store_path: str, job_ids: set[int]) -> dict[int, int]:
         for item in environ.split(b"\0"):
             if item.startswith(prefix) and item.endswith(suffix):
                 text = item[len(prefix) : -len(suffix)]
-                if text.isdigit() and int(text) in job_ids:
-                    pid = int(name)
-                    with contextlib.suppress(ProcessLookupError):
-                        found.setdefault(int(text), os.getpgid(pid))
+                if text.isdigit():
+                    yield int(text), int(name)
                 break
+
+
+def find_marked(store_path: str, job_ids: set[int]) -> dict[int, int]:
+    """The group leaders (pid) of processes tagged with one of ``job_ids`` for this store.
+
+    Reads ``/proc/*/environ`` of the processes this user may read: run only at start-up.
+    """
+    if not job_ids:
+        return {}
+    found: dict[int, int] = {}
+    for job, pid in _marked(store_path):
+        if job in job_ids:
+            with contextlib.suppress(ProcessLookupError):
+                found.setdefault(job, os.getpgid(pid))
     return found
+
+
+def escaped_groups(store_path: str, job_id: int) -> set[int]:
+    """The process groups of a job's processes that left its group (``setsid``, a daemon
+    that double-forked): found by the tag they inherited. Read after the job's own group
+    was stopped, on a cancel or a timeout only (it reads every process's environment)."""
+    groups = set()
+    for job, pid in _marked(store_path):
+        if job == job_id:
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(pid))
+    return groups

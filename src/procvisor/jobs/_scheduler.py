@@ -75,7 +75,7 @@ from procvisor.jobs._model import (
     RecoveryReport,
     Schedule,
 )
-from procvisor.jobs._orphans import MARKER, find_marked, group_is_ours
+from procvisor.jobs._orphans import MARKER, escaped_groups, find_marked, group_is_ours
 from procvisor.jobs._spec import JobSpec
 from procvisor.policy.admission import (
     Capacity,
@@ -805,7 +805,16 @@ class Scheduler:
         """Start stopping a job's process group (after its stop reason is stored)."""
         proc = job.proc
         assert proc is not None and self._tg is not None
-        self._tg.create_task(proc.stop(self._config.grace), name=f"stop job {job.id}")
+        self._tg.create_task(self._stop_all_of(job.id, proc), name=f"stop job {job.id}")
+
+    async def _stop_all_of(self, job_id: int, proc: Process) -> None:
+        """Stop the job's group, then whatever of it escaped the group (found by its tag)."""
+        await proc.stop(self._config.grace)
+        store = os.path.abspath(self._store.path)
+        escaped = await asyncio.to_thread(escaped_groups, store, job_id)
+        await asyncio.gather(
+            *(stop_group(g, self._config.grace, reap=True) for g in escaped if g > 1)
+        )
 
     def _take_requests(self, wall: float) -> None:
         """Cancels, timeouts and the shutdown: decide and record; act after the commit."""
