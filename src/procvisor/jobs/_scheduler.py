@@ -88,10 +88,13 @@ from procvisor.policy.admission import (
 from procvisor.policy.jobqueue import JobQueue
 from procvisor.policy.jobstate import TERMINAL_STATES, JobState, check_transition, retry_delay
 from procvisor.policy.units import format_duration
-from procvisor.process import Process, Result, spawn, start_ticks, stop_group
+from procvisor.process import Process, Result, reap_orphans, spawn, start_ticks, stop_group
 from procvisor.store import JobChange, NewJob, Store
 
 __all__ = ["Scheduler"]
+
+_EXEC_SETTLE = 0.5
+"""Seconds recovery waits before looking again for runs that had not exec'd yet."""
 
 S = JobState
 
@@ -1177,7 +1180,14 @@ class Scheduler:
     async def _recover(self) -> RecoveryReport:
         records = self._store.unfinished_jobs()
         unrecorded = {r.id for r in records if r.state == S.SCHEDULED and r.pid is None}
-        marked = find_marked(os.path.abspath(self._store.path), unrecorded)
+        store_path = os.path.abspath(self._store.path)
+        marked = find_marked(store_path, unrecorded)
+        if unrecorded - set(marked):
+            # A run spawned as the old scheduler died may not have reached exec yet: its
+            # /proc/PID/environ still shows the scheduler's environment, without the tag.
+            # Look again once any such child has had time to exec.
+            await asyncio.sleep(_EXEC_SETTLE)
+            marked = {**find_marked(store_path, unrecorded - set(marked)), **marked}
         stops: dict[int, int] = dict(marked)
         for rec in records:
             if rec.run_open and rec.pid is not None and group_is_ours(rec.pid, rec.start_ticks):
@@ -1186,6 +1196,9 @@ class Scheduler:
             await asyncio.gather(
                 *(stop_group(p, self._config.grace, reap=True) for p in stops.values())
             )
+        # Runs that ended after the old scheduler died are our zombies if we are their
+        # subreaper (the daemon is): reap them, as init would.
+        reap_orphans()
         wall = time.time()
         now = time.monotonic()
         requeued: list[int] = []
