@@ -15,7 +15,7 @@ import pytest
 
 from helpers import await_for
 from procvisor.process import RotatingLog, _output
-from procvisor.supervisor._logs import follow, read_tail
+from procvisor.supervisor._logs import follow, position, read_tail
 
 
 def files(path: Path, backups: int) -> list[bytes | None]:
@@ -310,6 +310,25 @@ async def test_follow_from_the_start_yields_what_is_there(log_path: Path) -> Non
         log.feed(b"after\n")
         await await_for(lambda: received == b"before\nafter\n")
     log.close()
+
+
+async def test_history_up_to_a_position_then_follow_from_it_loses_and_repeats_nothing(
+    log_path: Path,
+) -> None:
+    # What logs -f does: mark the end, read the history up to it, follow from it. Data
+    # written between the mark and the follower opening the file comes exactly once.
+    log = RotatingLog(log_path, max_size=1000, backups=1)
+    log.feed(b"one\n")
+    mark = position(log_path)
+    log.feed(b"two\n")  # after the mark, before the history is read
+    assert read_tail(log_path, 10, backups=1, until=mark) == b"one\n"
+    log.feed(b"three\n")  # before the follower opens the file
+    async with following(log_path, from_end=False, start=mark) as received:
+        await await_for(lambda: received == b"two\nthree\n")
+        log.feed(b"four\n")
+        await await_for(lambda: received == b"two\nthree\nfour\n")
+    log.close()
+    assert position(log_path.with_name("missing.log")) is None
 
 
 async def test_follow_waits_for_the_file_to_appear(log_path: Path) -> None:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
@@ -505,12 +506,13 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
         """
         files = control.log_files(target, stream)
         prefixed = len(files) > 1
-        missing = {path for _, path, _ in files if not path.exists()}  # before the history
-        history = await _read_tails(files, lines, prefixed)
+        # Where each file ends now: the history stops there and following starts there.
+        marks = {path: logfiles.position(path) for _, path, _ in files}
+        history = await _read_tails(files, lines, prefixed, marks)
         if not follow:
             return Response(history, media_type="text/plain")
         return _ClosingStreamingResponse(
-            _follow_files(history, files, prefixed, missing), media_type="text/plain"
+            _follow_files(history, files, prefixed, marks), media_type="text/plain"
         )
 
     @app.get("/events", tags=["services"], response_model=list[Event])
@@ -786,12 +788,21 @@ def _prefixed(prefix: bytes, data: bytes) -> bytes:
     return b"".join(prefix + line + b"\n" for line in data.split(b"\n"))
 
 
-async def _read_tails(files: Sequence[tuple[str, Path, int]], lines: int, prefixed: bool) -> bytes:
+async def _read_tails(
+    files: Sequence[tuple[str, Path, int]],
+    lines: int,
+    prefixed: bool,
+    marks: Mapping[Path, logfiles.Position | None],
+) -> bytes:
     if lines == 0:
         return b""
     parts = []
     for name, path, backups in files:
-        data = await asyncio.to_thread(logfiles.read_tail, path, lines, backups=backups)
+        data = await asyncio.to_thread(
+            functools.partial(logfiles.read_tail, backups=backups, until=marks.get(path)),
+            path,
+            lines,
+        )
         parts.append(_prefixed(f"{name} | ".encode(), data) if prefixed else data)
     return b"".join(parts)
 
@@ -800,22 +811,23 @@ async def _follow_files(
     history: bytes,
     files: Sequence[tuple[str, Path, int]],
     prefixed: bool,
-    missing: set[Path],
+    marks: Mapping[Path, logfiles.Position | None],
 ) -> AsyncIterator[bytes]:
     """``history``, then whatever is appended to any of ``files``, until closed.
 
-    The followers start before ``history`` is sent. A file that did not exist before the
-    history was read (a job that has printed nothing yet) is followed from its first byte;
-    of a file that did, only what is written between reading the history and opening it (a
-    few milliseconds) can be missed.
+    ``history`` was read up to each file's mark (its end when the request came), and each
+    follower starts at that mark, so nothing written in between is lost or sent twice. A
+    file that did not exist then (a job that has printed nothing yet) is followed from its
+    first byte.
     """
     queue: asyncio.Queue[bytes] = asyncio.Queue(_FOLLOW_QUEUE)
 
     async def pump(name: str, path: Path) -> None:
         prefix = f"{name} | ".encode()
         partial = b""
-        from_end = path not in missing
-        async with contextlib.aclosing(logfiles.follow(path, from_end=from_end)) as chunks:
+        mark = marks.get(path)
+        follower = logfiles.follow(path, from_end=False, start=mark)
+        async with contextlib.aclosing(follower) as chunks:
             async for chunk in chunks:
                 if not prefixed:
                     await queue.put(chunk)

@@ -14,7 +14,22 @@ from pathlib import Path
 
 from procvisor.process import backup_path
 
-__all__ = ["follow", "read_tail"]
+__all__ = ["Position", "follow", "position", "read_tail"]
+
+Position = tuple[int, int, int]
+"""Where a reader stands in a log file: the file's device, inode, and an offset in it."""
+
+
+def position(path: str | os.PathLike[str]) -> Position | None:
+    """The current end of the file at ``path`` (None if there is none yet): read the history
+    up to it (``read_tail(until=)``) and follow from it (``follow(start=)``), and not a byte
+    written in between is lost or repeated."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size)
+
 
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _BLOCK = 64 * 1024
@@ -22,7 +37,13 @@ _BLOCK = 64 * 1024
 _MAX_BACKUP_SCAN = 1000
 
 
-def read_tail(path: str | os.PathLike[str], lines: int, *, backups: int = 5) -> bytes:
+def read_tail(
+    path: str | os.PathLike[str],
+    lines: int,
+    *,
+    backups: int = 5,
+    until: Position | None = None,
+) -> bytes:
     """The last ``lines`` lines of a log, across ``path.{backups}`` ... ``path.1``, ``path``.
 
     A final line without a newline counts as a line. Missing files read as empty. Reads only
@@ -53,6 +74,8 @@ def read_tail(path: str | os.PathLike[str], lines: int, *, backups: int = 5) -> 
                 continue
             seen.add((st.st_dev, st.st_ino))
             stop = st.st_size
+            if until is not None and (st.st_dev, st.st_ino) == until[:2]:
+                stop = min(stop, until[2])  # nothing written after the reader's position
             while stop > 0 and newlines <= lines:
                 start = max(0, stop - _BLOCK)
                 block = os.pread(fd, stop - start, start)
@@ -116,7 +139,11 @@ def _successor(path: Path, current: tuple[int, int]) -> int | None:
 
 
 async def follow(
-    path: str | os.PathLike[str], *, poll: float = 0.1, from_end: bool = True
+    path: str | os.PathLike[str],
+    *,
+    poll: float = 0.1,
+    from_end: bool = True,
+    start: Position | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield data as it is appended to ``path``, forever (the caller cancels or closes).
 
@@ -129,6 +156,7 @@ async def follow(
     Args:
         poll: seconds to sleep when there is nothing new.
         from_end: skip what the file holds now (if it exists yet) and yield only new data.
+        start: begin at this :func:`position` instead, if the file there is still that one.
 
     Use ``contextlib.aclosing`` (or cancel the consuming task) so the file is closed.
 
@@ -141,7 +169,12 @@ async def follow(
     fd = _open_for_reading(base)
     pending: int | None = None
     try:
-        if fd is not None and from_end:
+        if fd is not None and start is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == start[:2]:
+                os.lseek(fd, start[2], os.SEEK_SET)
+            # else: rotated since the position was taken; read the new file from its start
+        elif fd is not None and from_end:
             os.lseek(fd, 0, os.SEEK_END)
         while fd is None:
             await asyncio.sleep(poll)
