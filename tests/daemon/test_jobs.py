@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -77,6 +78,12 @@ def test_submit_wait_list_show_logs_cancel_and_retry(workdir, daemons) -> None:
     retried = cli(workdir, "retry", str(long))
     assert retried.returncode == 0 and int(retried.stdout) > long
     cli(workdir, "cancel", retried.stdout.strip())
+
+    cron = cli(workdir, "submit", "--cron", "0 3 * * *", "--overlap", "allow", "--", "true")
+    assert cron.returncode == 0, cron.stderr
+    scheduled = json.loads(cli(workdir, "job", cron.stdout.strip(), "--json").stdout)
+    assert scheduled["spec"]["overlap"] == "allow" and scheduled["schedule"] is not None
+    assert scheduled["not_before"] > time.time()
 
     queue = cli(workdir, "queue")
     assert queue.returncode == 0 and queue.stdout.startswith("queued ")

@@ -117,6 +117,11 @@ def _ids(values: Sequence[str], what: str) -> list[int]:
 @click.option("--after", help="Start no sooner than this long from now, e.g. 5m.")
 @click.option("--at", "at_", metavar="ISO", help="Start no sooner than then (ISO 8601).")
 @click.option("--cron", help="Run once per period of this cron expression, e.g. '*/5 * * * *'.")
+@click.option(
+    "--overlap",
+    type=click.Choice(["skip", "allow"]),
+    help="With --cron: skip a period while the last run still runs (default), or allow it.",
+)
 @click.option("--depends-on", multiple=True, metavar="ID,...", help="Run after these succeed.")
 @click.option("--env", multiple=True, type=_EnvVar(), help="KEY=VALUE for the job's environment.")
 @click.option("--cwd", help="Directory to run in.")
@@ -149,7 +154,7 @@ def submit(config_file: str | None, **opts: Any) -> None:
             if "not_before" in spec:
                 raise UsageLine("give --after or --at, not both")
             spec["not_before"] = opts[option]
-    for option in ("name", "timeout", "backoff", "cron", "cwd"):
+    for option in ("name", "timeout", "backoff", "cron", "overlap", "cwd"):
         if opts[option]:
             spec[option] = opts[option]
     if opts["retries"]:
