@@ -179,12 +179,10 @@ class Monitoring:
         self._config = config
         self.interval = config.monitor.interval
         rules = [*(BUILTIN_RULES if config.alerts.builtin else ()), *config.alerts.rule_list()]
-        old = getattr(self, "tracker", None)
-        if (
-            old is None
-            or [r.name for r in old.rules] != [r.name for r in rules]
-            or any(a is not b for a, b in zip(old.rules, rules, strict=False))
-        ):
+        # Alert states start over only when the rules change (parsed rules are cached, so
+        # an unchanged file gives equal rules).
+        old: AlertTracker | None = getattr(self, "tracker", None)
+        if old is None or old.rules != tuple(rules):
             self.tracker = AlertTracker(rules)
 
     def _watch(self, service: str) -> WatchLimits | None:

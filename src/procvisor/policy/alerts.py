@@ -350,6 +350,13 @@ class ProbeFailing:
         return "health probe failing"
 
 
+def _check_events_in_window(count: int, name: str, window: float) -> None:
+    _check_count(count, name)
+    _check_finite(window, "window")
+    if window <= 0:
+        raise ValueError(f"window: {window!r} must be a duration of more than 0")
+
+
 @dataclass(frozen=True, slots=True)
 class Flapping:
     """Holds while ``changes`` or more state changes happened within the last ``window`` seconds.
@@ -363,10 +370,7 @@ class Flapping:
     window: float = 600.0
 
     def __post_init__(self) -> None:
-        _check_count(self.changes, "changes")
-        _check_finite(self.window, "window")
-        if self.window <= 0:
-            raise ValueError(f"window: {self.window!r} must be a duration of more than 0")
+        _check_events_in_window(self.changes, "changes", self.window)
 
     def holds(self, facts: Facts, now: float) -> bool:
         """Count ``facts.state_changes`` in the window ending at ``now``."""
@@ -390,10 +394,7 @@ class RestartStorm:
     window: float = 300.0
 
     def __post_init__(self) -> None:
-        _check_count(self.restarts, "restarts")
-        _check_finite(self.window, "window")
-        if self.window <= 0:
-            raise ValueError(f"window: {self.window!r} must be a duration of more than 0")
+        _check_events_in_window(self.restarts, "restarts", self.window)
 
     def holds(self, facts: Facts, now: float) -> bool:
         """Count ``facts.restarts`` in the window ending at ``now``."""
