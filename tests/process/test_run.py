@@ -118,6 +118,17 @@ def test_cwd_and_umask(tmp_path) -> None:
     assert r.stdout.decode().split() == [str(tmp_path), "0027"]
 
 
+def test_cwd_that_is_ours_or_another(tmp_path, monkeypatch) -> None:
+    # Our own directory needs no chdir (posix_spawn); another one does (subprocess): the
+    # child runs where it was asked to either way, also after we moved.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    for cwd, where in ((tmp_path, tmp_path), (".", tmp_path), ("sub", tmp_path / "sub")):
+        assert procvisor.run(["pwd"], cwd=cwd).stdout.decode().strip() == str(where)
+    monkeypatch.chdir(tmp_path / "sub")
+    assert procvisor.run(["pwd"], cwd=tmp_path).stdout.decode().strip() == str(tmp_path)
+
+
 def test_merge_stderr_interleaves_into_stdout() -> None:
     r = procvisor.run(["sh", "-c", "echo a; echo b >&2; echo c"], merge_stderr=True)
     assert r.stdout == b"a\nb\nc\n" and r.stderr == b""

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from procvisor.daemon.config import Config
-from procvisor.policy.admission import Capacity, Quota
-
 if TYPE_CHECKING:
+    from procvisor.daemon.config import Config
     from procvisor.jobs import JobsConfig
 
 __all__ = ["jobs_config"]
@@ -15,7 +13,9 @@ __all__ = ["jobs_config"]
 
 def jobs_config(config: Config) -> JobsConfig:
     """The :class:`~procvisor.jobs.JobsConfig` the file asks for (machine defaults filled in)."""
-    from procvisor.jobs import JobsConfig, machine_capacity  # noqa: PLC0415 - after services
+    # Imported once the services have started: they need none of it.
+    from procvisor.jobs import JobsConfig, machine_capacity  # noqa: PLC0415
+    from procvisor.policy.admission import Capacity, Quota  # noqa: PLC0415
 
     jobs = config.jobs
     machine = machine_capacity()

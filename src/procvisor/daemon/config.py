@@ -42,7 +42,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar, Union
 
 from pydantic import (
     AfterValidator,
@@ -59,8 +59,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from procvisor.policy.alerts import AlertRule, WatchLimits, parse_alert_rule, parse_watch
-from procvisor.policy.notifiers import NotifierSpec, parse_notifier
 from procvisor.policy.units import (
     DURATION_FORMS,
     SIZE_FORMS,
@@ -69,6 +67,10 @@ from procvisor.policy.units import (
     parse_size,
 )
 from procvisor.process import Limits, parse_signal
+
+if TYPE_CHECKING:
+    from procvisor.policy.alerts import AlertRule, WatchLimits
+    from procvisor.policy.notifiers import NotifierSpec
 
 _T = TypeVar("_T")
 
@@ -445,16 +447,24 @@ def _policy_key(table: Mapping[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _parsed_watch(key: str) -> WatchLimits:
+    # The alert and notifier parsers load only for a config that has such tables: they
+    # are not worth their import time before the services start (see bench/RESULTS.md).
+    from procvisor.policy.alerts import parse_watch  # noqa: PLC0415
+
     return parse_watch(json.loads(key), field=_POLICY_PATH)
 
 
 @functools.lru_cache(maxsize=1024)
 def _parsed_rule(name: str, key: str) -> AlertRule:
+    from procvisor.policy.alerts import parse_alert_rule  # noqa: PLC0415
+
     return parse_alert_rule(name, json.loads(key), field=_POLICY_PATH)
 
 
 @functools.lru_cache(maxsize=256)
 def _parsed_notifier(name: str, key: str) -> NotifierSpec:
+    from procvisor.policy.notifiers import parse_notifier  # noqa: PLC0415
+
     return parse_notifier(name, json.loads(key), field=_POLICY_PATH)
 
 

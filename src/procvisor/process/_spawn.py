@@ -2,8 +2,8 @@
 
 Spawning is the hot path of jobs and pools, so it takes the cheapest route the options allow:
 
-* ``os.posix_spawn`` (glibc uses ``clone(CLONE_VM | CLONE_VFORK)``) when there is no ``cwd``,
-  ``user``, ``group`` or ``umask`` to set;
+* ``os.posix_spawn`` (glibc uses ``clone(CLONE_VM | CLONE_VFORK)``) when there is no ``cwd``
+  (or it is this process's own), ``user``, ``group`` or ``umask`` to set;
 * ``subprocess.Popen`` otherwise, which keeps the vfork path for ``cwd``, ``process_group``
   and ``umask``.
 
@@ -41,7 +41,7 @@ class PreparedCommand:
 
     args: tuple[str, ...]
     executable: str
-    env: Mapping[str, str] | Mapping[bytes, bytes]
+    env: Mapping[bytes, bytes]
     cwd: str | None
     uid: int | None
     gid: int | None
@@ -81,15 +81,16 @@ def _check_text(value: str, what: str) -> None:
         raise ValueError(f"{what} contains a NUL byte, which no program can receive")
 
 
-def _build_env(
-    env: Mapping[str, str] | None, inherit_env: bool
-) -> Mapping[str, str] | Mapping[bytes, bytes]:
+def _build_env(env: Mapping[str, str] | None, inherit_env: bool) -> Mapping[bytes, bytes]:
+    # os.environ keeps its own dict of bytes in step with it: handing posix_spawn a plain
+    # dict of bytes saves decoding and re-encoding every inherited variable on every spawn
+    # (about 0.1 ms each; see bench/RESULTS.md).
+    inherited: Mapping[bytes, bytes] = getattr(os.environ, "_data", None) or {
+        os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
+    }
     if env is None:
-        # os.environ's own bytes dict, kept in step with it by os.environ itself: handing
-        # posix_spawn a plain dict of bytes saves decoding and re-encoding every variable on
-        # every spawn (about 0.1 ms each; see bench/RESULTS.md).
-        return getattr(os.environ, "_data", os.environ) if inherit_env else {}
-    merged: dict[str, str] = dict(os.environ) if inherit_env else {}
+        return inherited if inherit_env else {}
+    merged: dict[bytes, bytes] = dict(inherited) if inherit_env else {}
     for key, value in env.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"env[{key!r}] must map str to str, got {type(value).__name__}")
@@ -97,7 +98,7 @@ def _build_env(
             raise ValueError(f"env key {key!r} is not a valid variable name")
         _check_text(key, f"env key {key!r}")
         _check_text(value, f"env[{key!r}]")
-        merged[key] = value
+        merged[os.fsencode(key)] = os.fsencode(value)
     return merged
 
 
@@ -122,17 +123,12 @@ def _which(program: str, search: str) -> str | None:
     return found
 
 
-def _env_path(env: Mapping[str, str] | Mapping[bytes, bytes]) -> str:
-    if env and isinstance(next(iter(env)), bytes):
-        raw = env.get(b"PATH")  # type: ignore[call-overload]
-        return os.fsdecode(raw) if raw is not None else os.defpath
-    value = env.get("PATH")  # type: ignore[call-overload]
-    return str(value) if value is not None else os.defpath
+def _env_path(env: Mapping[bytes, bytes]) -> str:
+    raw = env.get(b"PATH")
+    return os.fsdecode(raw) if raw is not None else os.defpath
 
 
-def _resolve(
-    program: str, env: Mapping[str, str] | Mapping[bytes, bytes], command: tuple[str, ...]
-) -> str:
+def _resolve(program: str, env: Mapping[bytes, bytes], command: tuple[str, ...]) -> str:
     if "/" in program:
         path = program
     else:
@@ -357,7 +353,10 @@ def spawn(
             def preexec() -> None:
                 setrlimits(rlimits)
 
-    fast = preexec is None and command.cwd is None and command.uid is None
+    # A daemon's services run in the config file's directory, which is most often the
+    # daemon's own: no chdir is needed then, and posix_spawn (no cwd option) can be used.
+    here = command.cwd is None or os.path.abspath(command.cwd) == os.getcwd()
+    fast = preexec is None and here and command.uid is None
     fast = fast and command.gid is None and command.umask is None
     try:
         if fast:
