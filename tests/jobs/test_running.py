@@ -166,7 +166,8 @@ async def test_a_child_that_left_the_jobs_group_is_stopped_too(
     job_id = jobs.submit(JobSpec(("sh", "-c", script), timeout=0.3 if how == "timeout" else 30))
     await await_for(lambda: pid_file.exists() and pid_file.read_text().strip())
     child = int(pid_file.read_text())
-    assert os.getpgid(child) == child  # it left the job's group
+    # $! is known before setsid(1) has called setsid(2): wait until it has left the group.
+    await await_for(lambda: os.getpgid(child) == child)
     if how == "cancel":
         await jobs.cancel([job_id])
     job = await jobs.wait(job_id, timeout=10)

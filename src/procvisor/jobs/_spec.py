@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from croniter import croniter
-
 from procvisor.policy.admission import Requests, parse_requests, parse_timeout
 from procvisor.policy.jobqueue import DEFAULT_TENANT
 from procvisor.policy.jobstate import parse_backoff
@@ -193,6 +191,9 @@ class JobSpec:
         put(self, "deadline", parse_when(self.deadline, field="deadline"))
         put(self, "not_before", parse_when(self.not_before, field="not_before"))
         if self.cron is not None:
+            # croniter (and dateutil) load with the first cron job, not with every daemon.
+            from croniter import croniter  # noqa: PLC0415
+
             if not isinstance(self.cron, str) or not croniter.is_valid(self.cron.strip()):
                 raise ValueError(f"cron: {self.cron!r} is not a cron expression; use {_CRON_FORMS}")
             put(self, "cron", " ".join(self.cron.split()))
