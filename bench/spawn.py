@@ -5,12 +5,13 @@ All variants run in the same process and are interleaved, repetition by repetiti
 seq     one spawn at a time; latency = call -> child reaped.
           subprocess.run(["true"])                      the peer
           os.posix_spawn("/bin/true") + os.waitpid      the floor for Python
+          the same capturing: 2 pipes, setsid, poll over them and a pidfd, reads, reap
           procvisor.run(["true"])                       (captures stdout and stderr)
           procvisor.run(["true"], capture=False)
 async   all N coroutines created up front, an asyncio.Semaphore(c) bounds those in flight,
         c = 100 and 10; latency = semaphore acquired -> finished.
           asyncio.create_subprocess_exec("true") + wait(), asyncio's default child watcher
-          the same with asyncio.PidfdChildWatcher
+          the same with asyncio.PidfdChildWatcher, and with stdout/stderr=PIPE + communicate()
           await procvisor.arun(["true"])
 limits  what one kernel limit, Limits(open_files=1024), costs per spawn:
           procvisor.run, default mechanism (exec trampoline through util-linux prlimit(1))
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import select
 import subprocess
 import time
 import warnings
@@ -148,6 +150,46 @@ def _posix_spawn(env: Mapping[str, str]) -> Callable[[], object]:
     return call
 
 
+def _posix_spawn_captured(env: Mapping[str, str]) -> Callable[[], object]:
+    """The syscalls of a capturing run and nothing else: two pipes, a new session, one
+    poll over the pipes and a pidfd, the reads to end of file, the reap."""
+
+    def call() -> object:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.posix_spawn(
+            "/bin/true",
+            ["true"],
+            env,
+            setsid=True,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+            ],
+        )
+        os.close(out_w)
+        os.close(err_w)
+        pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        for fd in (out_r, err_r, pidfd):
+            poller.register(fd, select.POLLIN)
+        left, status = {out_r, err_r}, None
+        while left or status is None:
+            for fd, _ in poller.poll():
+                if fd == pidfd:
+                    status = os.wait4(pid, 0)
+                    poller.unregister(fd)
+                    os.close(fd)
+                elif not os.read(fd, 65536):
+                    poller.unregister(fd)
+                    left.discard(fd)
+                    os.close(fd)
+        return status
+
+    return call
+
+
 def _posix_spawn_prlimit(env: Mapping[str, str]) -> Callable[[], object]:
     def call() -> object:
         pid = os.posix_spawn("/bin/true", ["true"], env)
@@ -160,6 +202,13 @@ def _posix_spawn_prlimit(env: Mapping[str, str]) -> Callable[[], object]:
 async def _asyncio_true() -> int:
     proc = await asyncio.create_subprocess_exec("true")
     return await proc.wait()
+
+
+async def _asyncio_true_captured() -> tuple[bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        "true", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    return await proc.communicate()
 
 
 async def _arun_true() -> procvisor.Result:
@@ -176,12 +225,14 @@ SEQ = {
     "subprocess.run": "`subprocess.run(['true'])`",
     "subprocess.run capture": "`subprocess.run(['true'], capture_output=True)`",
     "posix_spawn": "`os.posix_spawn('/bin/true')` + `waitpid` (floor)",
+    "posix_spawn capture": "the floor's syscalls capturing: 2 pipes, setsid, poll, pidfd",
     "procvisor.run": "`procvisor.run(['true'])`",
     "procvisor.run nocapture": "`procvisor.run(['true'], capture=False)`",
 }
 ASYNC = {
     "asyncio default": "asyncio `create_subprocess_exec`, default watcher",
     "asyncio pidfd": "asyncio `create_subprocess_exec`, `PidfdChildWatcher`",
+    "asyncio pidfd capture": "the same, `stdout=PIPE, stderr=PIPE` + `communicate()`",
     "procvisor.arun": "`await procvisor.arun(['true'])`",
     "procvisor.arun nocapture": "`await procvisor.arun(['true'], capture=False)`",
 }
@@ -213,6 +264,7 @@ def _variants(n: int) -> dict[str, Callable[[], Sample]]:
             lambda: subprocess.run(["true"], check=False, capture_output=True), n
         ),
         "posix_spawn": _sequential(_posix_spawn(env), n),
+        "posix_spawn capture": _sequential(_posix_spawn_captured(env), n),
         "procvisor.run": _sequential(lambda: procvisor.run(["true"]), n),
         "procvisor.run nocapture": _sequential(lambda: procvisor.run(["true"], capture=False), n),
     }
@@ -220,6 +272,9 @@ def _variants(n: int) -> dict[str, Callable[[], Sample]]:
         variants[f"c={c} asyncio default"] = _concurrent(_asyncio_true, n, c)
         variants[f"c={c} asyncio pidfd"] = _concurrent(
             _asyncio_true, n, c, asyncio.PidfdChildWatcher
+        )
+        variants[f"c={c} asyncio pidfd capture"] = _concurrent(
+            _asyncio_true_captured, n, c, asyncio.PidfdChildWatcher
         )
         variants[f"c={c} procvisor.arun"] = _concurrent(_arun_true, n, c)
         variants[f"c={c} procvisor.arun nocapture"] = _concurrent(_arun_true_nocapture, n, c)
@@ -404,4 +459,22 @@ def run(args: argparse.Namespace) -> Report:
         "start each child in a new session and check that its group is empty; the "
         "`subprocess`/asyncio peers inherit stdout and stderr.",
     ]
+    notes.append(_like_for_like(samples))
     return Report("spawn", summary, _tables(samples, args.n), _targets(samples), notes)
+
+
+def _like_for_like(s: dict[str, list[Sample]]) -> str:
+    """The targets' ratios again, with the peers capturing too (not targets; context)."""
+    pairs = [
+        ("`run` / captured `subprocess.run`", "procvisor.run", "subprocess.run capture"),
+        ("`run` / the capturing floor", "procvisor.run", "posix_spawn capture"),
+        ("the capturing floor / `posix_spawn`", "posix_spawn capture", "posix_spawn"),
+        ("the capturing floor / `subprocess.run`", "posix_spawn capture", "subprocess.run"),
+        (
+            "`arun` / asyncio pidfd capturing, c=100",
+            "c=100 procvisor.arun",
+            "c=100 asyncio pidfd capture",
+        ),
+    ]
+    text = ", ".join(f"{what} {_ratio(s[a], s[b]):.2f}×" for what, a, b in pairs)
+    return f"Like for like (every side capturing both streams): {text}."
