@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from helpers import pid_alive, wait_for
+from procvisor.daemon._monitoring import paced
 
-from .test_daemon import PROCVISOR, Daemon, cli, write_config
+from .test_daemon import PROCVISOR, Daemon, cli, status, write_config
 
 PY = sys.executable
 
@@ -68,6 +69,7 @@ def config(good: str, hanging: str) -> str:
     return f"""
 [monitor]
 interval = "200ms"
+cpu_budget = 0
 
 [services.hog]
 command = ["{PY}", "-c", "import time; b = bytearray(80 << 20); time.sleep(600)"]
@@ -195,3 +197,44 @@ def test_watch_limits_alerts_and_views_in_a_running_daemon(workdir, daemons, rec
     code, err = d.stop()
     assert code == 0, err
     assert not pid_alive(spin)  # stopped though it was throttled (SIGSTOPped)
+
+
+def rss_of(pid: int) -> int:
+    with open(f"/proc/{pid}/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_the_cpu_budget_stretches_sampling_until_someone_looks(workdir, daemons) -> None:
+    # A budget so small that, after its first round, the daemon would wait for hours: what
+    # the service does after that round shows in `status` only once `top` is looking.
+    grow = workdir / "grow"
+    script = f"""import os, time
+while not os.path.exists({str(grow)!r}): time.sleep(0.02)
+b = bytearray(60 << 20)
+time.sleep(600)"""
+    write_config(
+        workdir,
+        f"""
+        [monitor]
+        interval = "100ms"
+        cpu_budget = 0.000001
+
+        [services.late]
+        command = ["{PY}", "-c", {json.dumps(script)}]
+        """,
+    )
+    daemons.append(Daemon(workdir))
+    row = wait_for(lambda: cli(workdir, "status").returncode == 0 and status(workdir)["late:0"])
+    row = wait_for(lambda: (r := status(workdir)["late:0"]).get("rss") and r)
+    pid, small = row["pid"], row["rss"]
+    grow.touch()
+    wait_for(lambda: rss_of(pid) > small + (50 << 20), timeout=20)
+    assert status(workdir)["late:0"]["rss"] == small  # not sampled again since
+    assert cli(workdir, "top", "--once", "--json").returncode == 0  # someone looks
+    wait_for(lambda: status(workdir)["late:0"]["rss"] > small + (50 << 20), timeout=20)
+
+
+def test_paced_keeps_rounds_within_the_budget() -> None:
+    assert paced(2.0, 0.025, 0.1) == pytest.approx(25.0)  # 25 ms of CPU per 25 s: 0.1 %
+    assert paced(2.0, 0.001, 0.1) == 2.0  # cheap rounds: the interval itself
+    assert paced(2.0, 10.0, 0.0) == 2.0  # no budget

@@ -1,6 +1,7 @@
 """The daemon's monitoring: sample every managed process, act on watch limits, raise alerts.
 
-Every ``[monitor] interval`` one task of the daemon:
+Every ``[monitor] interval`` (stretched to keep within ``cpu_budget``, see :func:`paced`)
+one task of the daemon:
 
 1. samples the process tree of every service instance and command-pool worker
    (:class:`procvisor.monitor.Sampler`, in a worker thread: /proc reads block) and keeps
@@ -68,6 +69,7 @@ __all__ = ["BUILTIN_RULES", "Monitoring"]
 
 log = logging.getLogger("procvisor.daemon")
 
+_VIEWED = 60.0  # seconds a `top` or `inspect` keeps the plain interval, whatever the budget
 _WINDOW = 600.0  # seconds of restarts and state changes remembered (the built-in rules' longest)
 _THROTTLE_PERIOD = 1.0
 _CALM_PERIODS = 3  # unthrottled periods below the limit before the throttle lets go
@@ -137,6 +139,19 @@ def _target_name(labels: Mapping[str, str]) -> str:
     return f"{labels.get('service')}:{labels.get('instance')}"
 
 
+def paced(interval: float, cost: float, budget: float) -> float:
+    """Seconds from the start of one sampling round to the next.
+
+    ``interval`` at most often; longer when a round cost ``cost`` seconds of CPU and that
+    would be more than ``budget`` percent of one core on average (0: no budget). With 200
+    services a round costs ~25 ms, which every 2 s is 1.3 % of a core: more than a daemon
+    that merely supervises them uses in all (bench/RESULTS.md, ``supervise``).
+    """
+    if budget <= 0:
+        return interval
+    return max(interval, cost / (budget / 100.0))
+
+
 def _wall(mono: float | None, now: float) -> float | None:
     return None if mono is None else time.time() - (now - mono)
 
@@ -168,6 +183,10 @@ class Monitoring:
         self._workers: dict[str, dict[str, str]] = {}  # name -> labels: pool workers, jobs
         self._latest: dict[tuple[tuple[str, str], ...], Sample] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._viewed_until = 0.0
+        self._viewed = asyncio.Event()
+        self.round_cost = 0.0
+        """CPU seconds the last round took (sampling thread and loop), for the pace."""
         self.configure(config)
         self.history = History(
             store, window=config.monitor.history, retention=config.monitor.retention
@@ -178,6 +197,8 @@ class Monitoring:
         when the rules change)."""
         self._config = config
         self.interval = config.monitor.interval
+        self.budget = config.monitor.cpu_budget
+        self._viewed.set()  # a sleeping round re-reads the pace
         rules = [*(BUILTIN_RULES if config.alerts.builtin else ()), *config.alerts.rule_list()]
         # Alert states start over only when the rules change (parsed rules are cached, so
         # an unchanged file gives equal rules).
@@ -191,8 +212,21 @@ class Monitoring:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    @property
+    def pace(self) -> float:
+        """Seconds between rounds now: the plain interval while someone looks (``top``,
+        ``inspect``), else the interval stretched to the CPU budget (:func:`paced`)."""
+        if time.monotonic() < self._viewed_until:
+            return self.interval
+        return paced(self.interval, self.round_cost, self.budget)
+
+    def viewed(self) -> None:
+        """Someone looks at the samples: use the plain interval for a while."""
+        self._viewed_until = time.monotonic() + _VIEWED
+        self._viewed.set()
+
     async def run(self) -> None:
-        """Sample every ``interval`` until cancelled; a failed round is logged, not fatal."""
+        """Sample every :attr:`pace` until cancelled; a failed round is logged, not fatal."""
         try:
             while True:
                 began = time.monotonic()
@@ -200,7 +234,12 @@ class Monitoring:
                     await self.tick()
                 except Exception:
                     log.exception("monitoring: a sampling round failed")
-                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - began)))
+                # Woken early when a viewer arrives or the config changes: the pace is read
+                # again, so a long stretched wait shrinks back to the interval.
+                while (wait := began + self.pace - time.monotonic()) > 0:
+                    self._viewed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._viewed.wait(), wait)
         finally:
             await self.close()
 
@@ -240,9 +279,26 @@ class Monitoring:
         return targets, instances
 
     async def tick(self) -> None:
-        """One round: sample, keep, watch, alert."""
+        """One round: sample, keep, watch, alert; its CPU time goes to :attr:`round_cost`."""
+        cpu = time.thread_time()
         targets, instances = self._targets()
-        samples = await asyncio.to_thread(self.sampler.sample, targets) if targets else []
+        cost = time.thread_time() - cpu
+        samples: list[Sample] = []
+        if targets:
+            samples, cost_there = await asyncio.to_thread(self._sample, targets)
+            cost += cost_there
+        cpu = time.thread_time()
+        try:
+            self._keep(samples, instances)
+        finally:
+            self.round_cost = cost + time.thread_time() - cpu
+
+    def _sample(self, targets: list[Target]) -> tuple[list[Sample], float]:
+        cpu = time.thread_time()
+        samples = self.sampler.sample(targets)
+        return samples, time.thread_time() - cpu
+
+    def _keep(self, samples: list[Sample], instances: list[Instance]) -> None:
         now = time.monotonic()
         try:
             self.history.add(samples)
@@ -455,6 +511,7 @@ class Monitoring:
 
     def top(self) -> list[dict[str, Any]]:
         """The last sample of every instance and worker, with its status (ok/warning/...)."""
+        self.viewed()
         rows = []
         sup = self._supervisor()
         instances = sup.resolve(["all"]) if sup is not None and sup.specs else []
@@ -479,6 +536,7 @@ class Monitoring:
     async def inspect(self, inst: Instance) -> dict[str, Any]:
         """A diagnostic snapshot of one instance: its processes, files, sockets, environment
         (secrets redacted), limits and how each is enforced, and its recent trend."""
+        self.viewed()
         labels = _instance_labels(inst)
         out: dict[str, Any] = {
             "name": inst.name,
@@ -499,7 +557,7 @@ class Monitoring:
                 {
                     "limit": lim.name,
                     "value": lim.maximum,
-                    "enforced_by": f"sampled every {format_duration(self.interval)}, "
+                    "enforced_by": f"sampled every {format_duration(self.pace)}, "
                     f"for {format_duration(watch.for_)}, then {watch.action.value}",
                 }
                 for lim in watch.limits

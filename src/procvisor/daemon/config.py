@@ -1067,7 +1067,21 @@ class MonitorSection(_Section):
     """``[monitor]``: how often managed processes are sampled, and how long history is kept."""
 
     interval: PositiveDuration = Field(
-        default=2.0, description="Time between two samples of every process. Default '2s'."
+        default=2.0,
+        description=(
+            "Time between two samples of every process, at most often (see cpu_budget). "
+            "Default '2s'."
+        ),
+    )
+    cpu_budget: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=100.0,
+        description=(
+            "Percent of one core that sampling may use on average: when a round costs more, "
+            "the next waits longer than interval (not while `top` or `inspect` is watching). "
+            "0: no budget. Default 0.1."
+        ),
     )
     history: PositiveDuration = Field(
         default=600.0,
