@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_EXCEPTION, as_completed, wait
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import pytest
 
 import procvisor
@@ -303,9 +304,11 @@ def test_submit_schedule_and_map_after_shutdown_raise_runtime_error() -> None:
 
 
 PARENT = """
-import time
+import threading, time
 from procvisor import Pool
 
+if {thread}:  # a running thread: the pool's fork server is a fresh interpreter
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
 pool = Pool(workers=2)
 deadline = time.monotonic() + 10
 while len(pool.pids()) < 2:
@@ -313,30 +316,37 @@ while len(pool.pids()) < 2:
         raise SystemExit("the pool's workers did not start")
     time.sleep(0.01)
 assert pool.submit(abs, -1).result(timeout=10) == 1
+assert pool.submit(time.sleep, 60) and pool.submit(time.sleep, 60)  # busy workers too
 print(" ".join(str(p) for p in pool.pids()), flush=True)
 time.sleep(60)
 """
 
 
 def assert_workers_die_with_their_parent(script: str) -> None:
-    """Run ``script``, which prints its pool's worker pids; SIGKILL it; its workers must go."""
+    """Run ``script``, which prints its pool's 2 worker pids; SIGKILL it: nothing it started
+    (workers, a fork server) may outlive it."""
     parent = subprocess.Popen([PY, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 2
         assert all(pid_alive(p) for p in pids)
+        family = [p.pid for p in psutil.Process(parent.pid).children(recursive=True)]
+        assert set(pids) <= set(family)
     finally:
         parent.kill()
         parent.wait()
         if parent.stdout is not None:
             parent.stdout.close()
-    # The orphaned workers were reparented to us (a subreaper): reap them as they exit.
-    wait_for(lambda: all([reaped_and_gone(p) for p in pids]), timeout=5)
+    # The orphans were reparented to us (a subreaper): reap them as they exit.
+    wait_for(lambda: all([reaped_and_gone(p) for p in family]), timeout=5)
 
 
-def test_workers_exit_when_their_parent_is_killed_with_sigkill() -> None:
-    assert_workers_die_with_their_parent(PARENT)
+@pytest.mark.parametrize("thread", [False, True], ids=["forked", "fresh"])
+def test_workers_and_fork_server_exit_when_their_parent_is_killed_with_sigkill(
+    thread: bool,
+) -> None:
+    assert_workers_die_with_their_parent(PARENT.format(thread=thread))
 
 
 # --- Timeouts, crashes ------------------------------------------------------------------------

@@ -12,14 +12,17 @@ import concurrent.futures as cf
 import itertools
 import os
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, Literal, Unpack
 
+from procvisor.errors import SpawnError
 from procvisor.policy.taskqueue import Priority
 from procvisor.pool import _worker
 from procvisor.pool._engine import Engine, PoolStats, Sizing, Task, TaskOptions, Worker
+from procvisor.pool._forkserver import ForkedWorker, ForkServer
 from procvisor.pool._worker import (
     CALL,
     ENV_MEASURE_RSS,
@@ -66,12 +69,24 @@ class Pool(Engine, cf.Executor):
         *,
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
+        start_method: Literal["auto", "fresh"] = "auto",
         **sizing: Unpack[Sizing],
     ) -> None:
+        if start_method not in ("auto", "fresh"):
+            raise ValueError(
+                f"start_method: {start_method!r} must be 'auto' (fork this process when it "
+                "has a single thread) or 'fresh' (workers share nothing with this process)"
+            )
+        self._start_method = start_method
+        self._server: ForkServer | None = None
         self._init_bytes = dumps((initializer, tuple(initargs)))
         self._fn_keys: OrderedDict[int, tuple[Any, int, bytes]] = OrderedDict()
         self._fn_ids = itertools.count(1)
-        super().__init__(workers, **sizing)
+        try:
+            super().__init__(workers, **sizing)
+        except BaseException:
+            self._cleanup()  # idempotent: the I/O thread may have done it already
+            raise
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         """Run ``fn(*args, **kwargs)`` in a worker at normal priority; return its future."""
@@ -113,6 +128,39 @@ class Pool(Engine, cf.Executor):
         if self._max_memory is not None:
             env[ENV_MEASURE_RSS] = "1"
         return env, True, None, "inherit"
+
+    def _before_io_thread(self) -> None:
+        # A fork is safe only where no other thread can hold a lock the child would inherit
+        # held; the main thread forks, as PR_SET_PDEATHSIG follows the thread that forked.
+        if (
+            self._start_method == "auto"
+            and threading.active_count() == 1
+            and threading.current_thread() is threading.main_thread()
+        ):
+            self._server = ForkServer.fork(self._spawn_options()[0])
+
+    def _start_process(self, stdin: int, stdout: int) -> ForkedWorker:
+        env, _, _, stderr = self._spawn_options()
+        for _ in range(2):
+            if self._server is None:  # a fresh one, started from the I/O thread
+                self._server = ForkServer.start(self._command(), env, stderr)
+            try:
+                return self._server.spawn(stdin, stdout, self._command())
+            except ConnectionError:
+                # It died (killed from outside?) and its workers with it: their status pipes
+                # tell the engine. Another fork of the caller is not safe any more.
+                status = self._server.close()
+                self._server = None
+        raise SpawnError(
+            f"the pool's fork server exited at start ({status.returncode})",
+            reason="os_error",
+            command=self._command(),
+        )
+
+    def _cleanup(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     def _greeting(self) -> bytes:
         return frame(dumps((INIT, self._init_bytes)))
