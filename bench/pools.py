@@ -258,21 +258,29 @@ ADAPTERS: dict[str, type[Any]] = {
 }
 
 
-def worker_pids() -> list[int]:
-    """This process's children (/proc, every thread's), but loky's resource tracker."""
-    me = os.getpid()
+def _children(pid: int) -> set[str]:
     kids: set[str] = set()
-    for tid in os.listdir(f"/proc/{me}/task"):
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{me}/task/{tid}/children") as f:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
                 kids.update(f.read().split())
         except FileNotFoundError:
             pass
+    return kids
+
+
+def worker_pids() -> list[int]:
+    """This process's children (/proc, every thread's), but loky's resource tracker; a
+    procvisor pool's fork server stands for its children."""
     out = []
-    for kid in kids:
+    for kid in _children(os.getpid()):
         try:
             with open(f"/proc/{kid}/cmdline", "rb") as f:
                 if b"resource_tracker" in f.read():
+                    continue
+            with open(f"/proc/{kid}/comm", "rb") as f:
+                if f.read().strip() == b"pool-forkserver":
+                    out += [int(p) for p in _children(int(kid))]
                     continue
         except FileNotFoundError:
             continue

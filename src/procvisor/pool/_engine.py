@@ -552,6 +552,8 @@ class Engine:
                         os.read(self._wake_r, 4096)
                     continue
                 kind, worker = key.data
+                if key.fd not in (worker.rfd, worker.wfd, worker.child.fileno()):
+                    continue  # an earlier event of this batch ended its worker and closed it
                 if kind == "r":
                     self._on_readable(worker)
                 elif kind == "w":
