@@ -1,8 +1,9 @@
 """Pools of persistent Python worker processes: :class:`Pool` (an Executor) and :class:`AsyncPool`.
 
-The workers are fresh interpreters running :mod:`procvisor.pool._worker`; tasks and results
-travel as pickle frames (cloudpickle for closures and lambdas). Everything else -- queueing,
-timers, hygiene, crashes -- is the shared :class:`~procvisor.pool._engine.Engine`.
+The workers run :mod:`procvisor.pool._worker`, forked from the pool's fork server
+(:mod:`procvisor.pool._forkserver`); tasks and results travel as pickle frames (cloudpickle for
+closures and lambdas). Everything else -- queueing, timers, hygiene, crashes -- is the shared
+:class:`~procvisor.pool._engine.Engine`.
 """
 
 from __future__ import annotations
@@ -51,16 +52,24 @@ class Pool(Engine, cf.Executor):
             ``idle_timeout`` seconds, never below ``min_workers``.
         initial_workers: how many start at once (default ``workers`` or ``min_workers``).
         initializer, initargs: run in every worker once, before its first task.
+        start_method: where workers are forked from (a worker starts in about a millisecond,
+            replacements too). ``"auto"``: a fork of this process when the pool is made in
+            the main thread and no other thread runs, so workers start with this process's
+            modules, globals and open files as they are now (as multiprocessing's ``fork``);
+            otherwise a fresh interpreter. ``"fresh"``: always a fresh interpreter, so
+            workers share nothing with this process. The initializer works the same in both.
         max_tasks_per_worker: replace a worker after this many tasks.
-        max_memory_per_worker: replace a worker whose RSS exceeds this after a task
-            (bytes, or a size such as ``"512M"``).
+        max_memory_per_worker: replace a worker whose RSS grew by more than this since it was
+            forked, after a task (bytes, or a size such as ``"512M"``).
         max_worker_age: replace a worker older than this (seconds or ``"1h"``), between tasks.
         aging: seconds of waiting that raise a queued task's priority by one level (0: never).
         prefetch: tasks sent ahead to a busy worker (0 to 8); more hides the round trip, less
             keeps priorities and timeouts tighter.
 
     Raises:
-        ValueError: a size, limit or duration is invalid (the message names the field).
+        ValueError: a size, limit, duration or ``start_method`` is invalid (the message names
+            the field).
+        SpawnError: the fork server could not be started.
     """
 
     def __init__(

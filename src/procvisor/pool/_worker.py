@@ -1,8 +1,8 @@
-"""The worker process of a Python :class:`~procvisor.Pool` (``python -m procvisor.pool._worker``).
+"""The worker process of a Python :class:`~procvisor.Pool`, and the fork server it is forked from.
 
-It speaks length-prefixed pickle frames (see :mod:`procvisor.pool._wire`) on two fds it takes
-over from its stdin and stdout, which it then points at /dev/null and stderr, so that a task
-that prints cannot corrupt the protocol. Messages from the pool:
+A worker speaks length-prefixed pickle frames on the two pipe fds its fork server hands it,
+and points its stdin and stdout at /dev/null and stderr, so that a task that prints cannot
+corrupt the protocol. Messages from the pool:
 
 * ``(INIT, initializer_bytes)``: run the initializer once, then answer ``(READY, pid)`` (or
   ``(INIT_FAILED, traceback_text)`` and exit 1);
@@ -10,14 +10,15 @@ that prints cannot corrupt the protocol. Messages from the pool:
   ``fn_bytes`` comes only the first time a function is sent, after that only its key;
 
 answered with ``(OK, task_id, result, rss)`` or ``(ERR, task_id, exception, traceback_text,
-rss)``. End of file on its input means: exit now. The worker dies with its pool: it asks the
-kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``) and checks the parent is still
-the one that started it.
+rss)``. End of file on its input means: exit now. The worker dies with its fork server, and
+the server with the pool: each asks the kernel for SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``) and checks the parent is still the one that started it.
 
 This file is the one definition of the wire format (frames of a 4-byte big-endian length and
 a pickle; plain data through the C pickler, what it refuses through cloudpickle). It imports
-nothing of procvisor, so a worker starts as a bare interpreter running this file, with the
-pool's ``sys.path`` (passed in ``PROCVISOR_POOL_PATH``) to find the tasks' modules.
+nothing of procvisor, so a fresh fork server (:func:`main`, ``python _worker.py``) is a bare
+interpreter running this file, with the pool's ``sys.path`` (passed in ``PROCVISOR_POOL_PATH``)
+to find the tasks' modules. :mod:`procvisor.pool._forkserver` is the pool's side of it.
 """
 
 from __future__ import annotations
