@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import sys
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ from procvisor.process import Child, ExitStatus, start_child
 __all__ = ["ForkServer", "ForkedWorker"]
 
 _REPLY_TIMEOUT = 30.0  # a fresh server boots first; a live one answers in about a millisecond
+_CLOSE_GRACE = 5.0
 _UNKNOWN = ExitStatus(None, None, None)
 
 
@@ -186,6 +188,9 @@ class ForkServer:
 
     def close(self) -> ExitStatus:
         """Close the control socket: the server kills the workers it still has and exits.
-        Returns once it has, with its exit status."""
+        Returns once it has, with its exit status (a server stuck for 5 s is killed: its
+        workers die with it)."""
         self._ctl.close()
+        if self.child.poll() is None and not select.select([self.child], [], [], _CLOSE_GRACE)[0]:
+            self.child.kill()
         return self.child.wait()
