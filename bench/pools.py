@@ -258,21 +258,29 @@ ADAPTERS: dict[str, type[Any]] = {
 }
 
 
-def worker_pids() -> list[int]:
-    """This process's children (/proc, every thread's), but loky's resource tracker."""
-    me = os.getpid()
+def _children(pid: int) -> set[str]:
     kids: set[str] = set()
-    for tid in os.listdir(f"/proc/{me}/task"):
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{me}/task/{tid}/children") as f:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
                 kids.update(f.read().split())
         except FileNotFoundError:
             pass
+    return kids
+
+
+def worker_pids() -> list[int]:
+    """This process's children (/proc, every thread's), but loky's resource tracker; a
+    procvisor pool's fork server stands for its children."""
     out = []
-    for kid in kids:
+    for kid in _children(os.getpid()):
         try:
             with open(f"/proc/{kid}/cmdline", "rb") as f:
                 if b"resource_tracker" in f.read():
+                    continue
+            with open(f"/proc/{kid}/comm", "rb") as f:
+                if f.read().strip() == b"pool-forkserver":
+                    out += [int(p) for p in _children(int(kid))]
                     continue
         except FileNotFoundError:
             continue
@@ -643,11 +651,13 @@ def _child(python: str, cfg: dict[str, Any]) -> dict[str, Any]:
 def _floors(reps: int) -> dict[str, Any]:
     """What a fresh-interpreter worker pays before it can run a task, with this interpreter.
 
-    ``pass_ms``: ``python -c pass``; ``worker_ms``: procvisor's worker script alone, started
-    on an empty input (it imports what it needs, reads end of file and exits); ``imports``:
-    the worker's top-level imports by cumulative ms, from one ``-X importtime`` run.
+    ``pass_ms``: ``python -c pass``; ``worker_ms``: procvisor's worker script alone, as the
+    fresh fork server it is, started on a control socket whose other end is closed (it imports
+    what it needs, reads end of file and exits); ``imports``: its top-level imports by
+    cumulative ms, from one ``-X importtime`` run. (A forked worker pays none of this.)
     """
     import importlib.util  # noqa: PLC0415
+    import socket  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
     from bench._report import median  # noqa: PLC0415
@@ -657,9 +667,12 @@ def _floors(reps: int) -> dict[str, Any]:
         raise RuntimeError("procvisor.pool._worker not found")
     env = _child_env()
 
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.close()
+
     def timed(cmd: list[str]) -> float:
         t = perf()
-        subprocess.run(cmd, check=True, env=env, stdin=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, env=env, stdin=theirs)
         return (perf() - t) * 1e3
 
     runs = max(reps, 5)
@@ -668,11 +681,12 @@ def _floors(reps: int) -> dict[str, Any]:
     trace = subprocess.run(
         [sys.executable, "-X", "importtime", spec.origin],
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=theirs,
         capture_output=True,
         text=True,
         check=True,
     ).stderr
+    theirs.close()
     imports = []
     for line in trace.splitlines():
         parts = line.split("|")

@@ -19,6 +19,9 @@ GREETING: str | None = None
 
 _HOARD: list[bytes] = []
 
+MARK = "as imported"
+"""A test sets it before it makes a pool: a worker forked from the caller sees the new value."""
+
 
 class Boom(Exception):
     """An exception type of the tests' own: its type must survive the trip back."""
@@ -150,3 +153,8 @@ def hoard(mib: int) -> int:
 
 def make_lock() -> threading.Lock:
     return threading.Lock()
+
+
+def mark_and_parent() -> tuple[str, int, int]:
+    """This worker's :data:`MARK`, pid and parent pid (its pool's fork server)."""
+    return MARK, os.getpid(), os.getppid()

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, as_completed, wait
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import pytest
 
 import procvisor
@@ -303,9 +305,11 @@ def test_submit_schedule_and_map_after_shutdown_raise_runtime_error() -> None:
 
 
 PARENT = """
-import time
+import threading, time
 from procvisor import Pool
 
+if {thread}:  # a running thread: the pool's fork server is a fresh interpreter
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
 pool = Pool(workers=2)
 deadline = time.monotonic() + 10
 while len(pool.pids()) < 2:
@@ -313,30 +317,37 @@ while len(pool.pids()) < 2:
         raise SystemExit("the pool's workers did not start")
     time.sleep(0.01)
 assert pool.submit(abs, -1).result(timeout=10) == 1
+assert pool.submit(time.sleep, 60) and pool.submit(time.sleep, 60)  # busy workers too
 print(" ".join(str(p) for p in pool.pids()), flush=True)
 time.sleep(60)
 """
 
 
 def assert_workers_die_with_their_parent(script: str) -> None:
-    """Run ``script``, which prints its pool's worker pids; SIGKILL it; its workers must go."""
+    """Run ``script``, which prints its pool's 2 worker pids; SIGKILL it: nothing it started
+    (workers, a fork server) may outlive it."""
     parent = subprocess.Popen([PY, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 2
         assert all(pid_alive(p) for p in pids)
+        family = [p.pid for p in psutil.Process(parent.pid).children(recursive=True)]
+        assert set(pids) <= set(family)
     finally:
         parent.kill()
         parent.wait()
         if parent.stdout is not None:
             parent.stdout.close()
-    # The orphaned workers were reparented to us (a subreaper): reap them as they exit.
-    wait_for(lambda: all([reaped_and_gone(p) for p in pids]), timeout=5)
+    # The orphans were reparented to us (a subreaper): reap them as they exit.
+    wait_for(lambda: all([reaped_and_gone(p) for p in family]), timeout=5)
 
 
-def test_workers_exit_when_their_parent_is_killed_with_sigkill() -> None:
-    assert_workers_die_with_their_parent(PARENT)
+@pytest.mark.parametrize("thread", [False, True], ids=["forked", "fresh"])
+def test_workers_and_fork_server_exit_when_their_parent_is_killed_with_sigkill(
+    thread: bool,
+) -> None:
+    assert_workers_die_with_their_parent(PARENT.format(thread=thread))
 
 
 # --- Timeouts, crashes ------------------------------------------------------------------------
@@ -601,6 +612,115 @@ def test_an_unknown_priority_is_a_value_error() -> None:
             pool.schedule(tasks.add, args=(1, 2), priority="urgent")
         with pytest.raises(ValueError, match="priority"):
             pool.schedule(tasks.add, args=(1, 2), priority=7)
+
+
+# --- The fork server ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def marked() -> Iterator[str]:
+    """Set :data:`tasks.MARK` after import, as a caller sets up its state before a pool."""
+    tasks.MARK = "set by the caller"
+    yield tasks.MARK
+    tasks.MARK = "as imported"
+
+
+def only_thread() -> None:
+    """Wait until this (the main) thread is the only one: a pool may fork it."""
+    wait_for(lambda: threading.active_count() == 1)
+
+
+def test_workers_are_forked_from_the_caller_when_it_has_a_single_thread(marked: str) -> None:
+    only_thread()
+    with Pool(workers=2) as pool:
+        results = {pool.submit(tasks.mark_and_parent).result(timeout=10) for _ in range(4)}
+        assert {mark for mark, _, _ in results} == {marked}
+        (server,) = {parent for _, _, parent in results}
+        assert server != os.getpid()
+        assert psutil.Process(server).ppid() == os.getpid()
+        assert psutil.Process(server).name() == "pool-forkserver"
+        assert {pid for _, pid, _ in results} <= set(pool.pids())
+    wait_for(lambda: not pid_alive(server))
+
+
+@pytest.mark.parametrize("how", ["a thread runs", "start_method='fresh'"])
+def test_the_fork_server_is_a_fresh_interpreter_when_forking_the_caller_is_unsafe_or_unwanted(
+    marked: str, how: str
+) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    if how == "a thread runs":
+        thread.start()
+        pool = Pool(workers=1)
+    else:
+        only_thread()
+        pool = Pool(workers=1, start_method="fresh")
+    try:
+        with pool:
+            mark, _, server = pool.submit(tasks.mark_and_parent).result(timeout=10)
+            assert mark == "as imported"  # nothing of the caller's state
+            assert psutil.Process(server).ppid() == os.getpid()
+            assert pool.submit(tasks.add, 1, 2).result(timeout=10) == 3
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+
+
+def test_start_method_is_checked_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="start_method: 'fork' must be 'auto'"):
+        Pool(workers=1, start_method="fork")  # type: ignore[arg-type]
+
+
+REPLACEMENTS = {
+    "crash": ({}, lambda pool: pool.submit(tasks.exit_with, 3), WorkerCrashed),
+    "timeout": ({}, lambda pool: pool.schedule(tasks.sleep_then, (10,), timeout=0.3), TaskTimeout),
+    "recycle": ({"max_tasks_per_worker": 2}, lambda pool: pool.submit(tasks.add, 1, 1), None),
+}
+
+
+@pytest.mark.parametrize("why", list(REPLACEMENTS))
+def test_replacement_workers_are_forked_by_the_same_fork_server(marked: str, why: str) -> None:
+    options, end_it, error = REPLACEMENTS[why]
+    only_thread()
+    with Pool(workers=1, **options) as pool:
+        _, first, server = pool.submit(tasks.mark_and_parent).result(timeout=10)
+        ending = end_it(pool)
+        if error is None:
+            ending.result(timeout=10)
+        else:
+            with pytest.raises(error):
+                ending.result(timeout=10)
+        mark, second, parent = pool.submit(tasks.mark_and_parent).result(timeout=10)
+        assert (mark, parent) == (marked, server)  # forked again: the caller's state is there
+        assert second != first
+        wait_for(lambda: not pid_alive(first))
+
+
+def test_a_killed_fork_server_fails_the_running_tasks_and_the_pool_starts_another(
+    tmp_path: Path,
+) -> None:
+    only_thread()
+    with Pool(workers=2) as pool, Gate(tmp_path) as gate:
+        held = [pool.submit(tasks.hold, *gate.args(name)) for name in ("a", "b")]
+        gate.wait_started("a", "b")
+        queued = [pool.submit(tasks.add, i, 1) for i in range(3)]
+        workers = pool.pids()
+        (server,) = {psutil.Process(pid).ppid() for pid in workers}
+        os.kill(server, signal.SIGKILL)
+        for fut in held:
+            with pytest.raises(WorkerCrashed, match="unknown exit status") as info:
+                fut.result(timeout=10)
+            assert (info.value.exit_code, info.value.signal) == (None, None)
+        assert [f.result(timeout=10) for f in queued] == [1, 2, 3]
+        _, _, parent = pool.submit(tasks.mark_and_parent).result(timeout=10)
+        assert parent not in (server, os.getpid())
+        assert psutil.Process(parent).ppid() == os.getpid()
+        wait_for(lambda: len(pool.pids()) == 2 and not set(pool.pids()) & set(workers))
+        assert pool.healthy
+        # The old workers died with their server (PR_SET_PDEATHSIG) and came to us to reap.
+        wait_for(lambda: all([reaped_and_gone(p) for p in workers]))
+        wait_for(lambda: not pid_alive(server))  # the pool reaped it
 
 
 # --- Initializer, worker hygiene --------------------------------------------------------------

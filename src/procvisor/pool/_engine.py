@@ -48,6 +48,7 @@ from procvisor.errors import (
 )
 from procvisor.policy.taskqueue import Priority, TaskQueue, parse_priority
 from procvisor.policy.units import format_duration, parse_duration, parse_size
+from procvisor.pool._forkserver import ForkedWorker
 from procvisor.pool._worker import ERR, INIT_FAILED, OK, READY
 from procvisor.process import Child, start_child
 
@@ -109,7 +110,7 @@ class Task:
 
 @dataclass(slots=True, eq=False)
 class Worker:
-    child: Child
+    child: Child | ForkedWorker
     rfd: int
     wfd: int
     started: float
@@ -261,6 +262,7 @@ class Engine:
         self._counts = dict.fromkeys(
             ("done", "failed", "timed_out", "retried", "started", "recycled", "crashed"), 0
         )
+        self._before_io_thread()
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -428,6 +430,27 @@ class Engine:
         """The worker's ``env``, ``inherit_env``, ``cwd`` and ``stderr``."""
         raise NotImplementedError
 
+    def _start_process(self, stdin: int, stdout: int) -> Child | ForkedWorker:
+        """Start a worker on these pipe ends (the caller closes its copies); on the I/O thread.
+
+        Raises:
+            SpawnError: it could not be started.
+        """
+        env, inherit_env, cwd, stderr = self._spawn_options()
+        return start_child(
+            self._command(),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            inherit_env=inherit_env,
+            cwd=cwd,
+        )
+
+    def _before_io_thread(self) -> None:
+        """Called by the constructor once the options are checked, before the I/O thread
+        starts: while the caller's thread may still be the only one."""
+
     def _greeting(self) -> bytes:
         """What a new worker is sent first."""
         return b""
@@ -463,17 +486,8 @@ class Engine:
     def _spawn_worker(self) -> Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        env, inherit_env, cwd, stderr = self._spawn_options()
         try:
-            child = start_child(
-                self._command(),
-                stdin=to_child_r,
-                stdout=from_child_w,
-                stderr=stderr,
-                env=env,
-                inherit_env=inherit_env,
-                cwd=cwd,
-            )
+            child = self._start_process(to_child_r, from_child_w)
         except BaseException:
             for fd in (to_child_w, from_child_r):
                 os.close(fd)
@@ -538,6 +552,8 @@ class Engine:
                         os.read(self._wake_r, 4096)
                     continue
                 kind, worker = key.data
+                if key.fd not in (worker.rfd, worker.wfd, worker.child.fileno()):
+                    continue  # an earlier event of this batch ended its worker and closed it
                 if kind == "r":
                     self._on_readable(worker)
                 elif kind == "w":
@@ -884,11 +900,12 @@ class Engine:
                     self._last_start_error = f"a worker exited with {status.returncode}"
             if w.tasks and was_known and w.exit_reason not in ("retired", "timeout"):
                 task = w.tasks.popleft()
-                what = (
-                    f"killed by {status.signal}"
-                    if status.signal
-                    else f"exited with code {status.returncode}"
-                )
+                if status.signal:
+                    what = f"killed by {status.signal}"
+                elif status.returncode is not None:
+                    what = f"exited with code {status.returncode}"
+                else:
+                    what = "ended with an unknown exit status"
                 self._counts["crashed"] += 1
                 self._fail(
                     task,

@@ -1,8 +1,9 @@
 """Pools of persistent Python worker processes: :class:`Pool` (an Executor) and :class:`AsyncPool`.
 
-The workers are fresh interpreters running :mod:`procvisor.pool._worker`; tasks and results
-travel as pickle frames (cloudpickle for closures and lambdas). Everything else -- queueing,
-timers, hygiene, crashes -- is the shared :class:`~procvisor.pool._engine.Engine`.
+The workers run :mod:`procvisor.pool._worker`, forked from the pool's fork server
+(:mod:`procvisor.pool._forkserver`); tasks and results travel as pickle frames (cloudpickle for
+closures and lambdas). Everything else -- queueing, timers, hygiene, crashes -- is the shared
+:class:`~procvisor.pool._engine.Engine`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import concurrent.futures as cf
 import itertools
 import os
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, Literal, Unpack
 
+from procvisor.errors import SpawnError
 from procvisor.policy.taskqueue import Priority
 from procvisor.pool import _worker
 from procvisor.pool._engine import Engine, PoolStats, Sizing, Task, TaskOptions, Worker
+from procvisor.pool._forkserver import ForkedWorker, ForkServer
 from procvisor.pool._worker import (
     CALL,
     ENV_MEASURE_RSS,
@@ -48,16 +52,24 @@ class Pool(Engine, cf.Executor):
             ``idle_timeout`` seconds, never below ``min_workers``.
         initial_workers: how many start at once (default ``workers`` or ``min_workers``).
         initializer, initargs: run in every worker once, before its first task.
+        start_method: where workers are forked from (a worker starts in about a millisecond,
+            replacements too). ``"auto"``: a fork of this process when the pool is made in
+            the main thread and no other thread runs, so workers start with this process's
+            modules, globals and open files as they are now (as multiprocessing's ``fork``);
+            otherwise a fresh interpreter. ``"fresh"``: always a fresh interpreter, so
+            workers share nothing with this process. The initializer works the same in both.
         max_tasks_per_worker: replace a worker after this many tasks.
-        max_memory_per_worker: replace a worker whose RSS exceeds this after a task
-            (bytes, or a size such as ``"512M"``).
+        max_memory_per_worker: replace a worker whose RSS grew by more than this since it was
+            forked, after a task (bytes, or a size such as ``"512M"``).
         max_worker_age: replace a worker older than this (seconds or ``"1h"``), between tasks.
         aging: seconds of waiting that raise a queued task's priority by one level (0: never).
         prefetch: tasks sent ahead to a busy worker (0 to 8); more hides the round trip, less
             keeps priorities and timeouts tighter.
 
     Raises:
-        ValueError: a size, limit or duration is invalid (the message names the field).
+        ValueError: a size, limit, duration or ``start_method`` is invalid (the message names
+            the field).
+        SpawnError: the fork server could not be started.
     """
 
     def __init__(
@@ -66,12 +78,24 @@ class Pool(Engine, cf.Executor):
         *,
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
+        start_method: Literal["auto", "fresh"] = "auto",
         **sizing: Unpack[Sizing],
     ) -> None:
+        if start_method not in ("auto", "fresh"):
+            raise ValueError(
+                f"start_method: {start_method!r} must be 'auto' (fork this process when it "
+                "has a single thread) or 'fresh' (workers share nothing with this process)"
+            )
+        self._start_method = start_method
+        self._server: ForkServer | None = None
         self._init_bytes = dumps((initializer, tuple(initargs)))
         self._fn_keys: OrderedDict[int, tuple[Any, int, bytes]] = OrderedDict()
         self._fn_ids = itertools.count(1)
-        super().__init__(workers, **sizing)
+        try:
+            super().__init__(workers, **sizing)
+        except BaseException:
+            self._cleanup()  # idempotent: the I/O thread may have done it already
+            raise
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         """Run ``fn(*args, **kwargs)`` in a worker at normal priority; return its future."""
@@ -113,6 +137,39 @@ class Pool(Engine, cf.Executor):
         if self._max_memory is not None:
             env[ENV_MEASURE_RSS] = "1"
         return env, True, None, "inherit"
+
+    def _before_io_thread(self) -> None:
+        # A fork is safe only where no other thread can hold a lock the child would inherit
+        # held; the main thread forks, as PR_SET_PDEATHSIG follows the thread that forked.
+        if (
+            self._start_method == "auto"
+            and threading.active_count() == 1
+            and threading.current_thread() is threading.main_thread()
+        ):
+            self._server = ForkServer.fork(self._spawn_options()[0])
+
+    def _start_process(self, stdin: int, stdout: int) -> ForkedWorker:
+        env, _, _, stderr = self._spawn_options()
+        for _ in range(2):
+            if self._server is None:  # a fresh one, started from the I/O thread
+                self._server = ForkServer.start(self._command(), env, stderr)
+            try:
+                return self._server.spawn(stdin, stdout, self._command())
+            except ConnectionError:
+                # It died (killed from outside?) and its workers with it: their status pipes
+                # tell the engine. Another fork of the caller is not safe any more.
+                status = self._server.close()
+                self._server = None
+        raise SpawnError(
+            f"the pool's fork server exited at start ({status.returncode})",
+            reason="os_error",
+            command=self._command(),
+        )
+
+    def _cleanup(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     def _greeting(self) -> bytes:
         return frame(dumps((INIT, self._init_bytes)))

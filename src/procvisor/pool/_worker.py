@@ -1,8 +1,8 @@
-"""The worker process of a Python :class:`~procvisor.Pool` (``python -m procvisor.pool._worker``).
+"""The worker process of a Python :class:`~procvisor.Pool`, and the fork server it is forked from.
 
-It speaks length-prefixed pickle frames (see :mod:`procvisor.pool._wire`) on two fds it takes
-over from its stdin and stdout, which it then points at /dev/null and stderr, so that a task
-that prints cannot corrupt the protocol. Messages from the pool:
+A worker speaks length-prefixed pickle frames on the two pipe fds its fork server hands it,
+and points its stdin and stdout at /dev/null and stderr, so that a task that prints cannot
+corrupt the protocol. Messages from the pool:
 
 * ``(INIT, initializer_bytes)``: run the initializer once, then answer ``(READY, pid)`` (or
   ``(INIT_FAILED, traceback_text)`` and exit 1);
@@ -10,36 +10,41 @@ that prints cannot corrupt the protocol. Messages from the pool:
   ``fn_bytes`` comes only the first time a function is sent, after that only its key;
 
 answered with ``(OK, task_id, result, rss)`` or ``(ERR, task_id, exception, traceback_text,
-rss)``. End of file on its input means: exit now. The worker dies with its pool: it asks the
-kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``) and checks the parent is still
-the one that started it.
+rss)``. End of file on its input means: exit now. The worker dies with its fork server, and
+the server with the pool: each asks the kernel for SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``) and checks the parent is still the one that started it.
 
 This file is the one definition of the wire format (frames of a 4-byte big-endian length and
 a pickle; plain data through the C pickler, what it refuses through cloudpickle). It imports
-nothing of procvisor, so a worker starts as a bare interpreter running this file, with the
-pool's ``sys.path`` (passed in ``PROCVISOR_POOL_PATH``) to find the tasks' modules.
+nothing of procvisor, so a fresh fork server (:func:`main`, ``python _worker.py``) is a bare
+interpreter running this file, with the pool's ``sys.path`` (passed in ``PROCVISOR_POOL_PATH``)
+to find the tasks' modules. :mod:`procvisor.pool._forkserver` is the pool's side of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
+import select
 import signal
+import socket
 import struct
 import sys
 from collections import OrderedDict
 
-TYPE_CHECKING = False  # not `from typing import`: typing costs ~5 ms of a worker's start
+TYPE_CHECKING = False  # not `from typing import`: typing costs ~5 ms of a fork server's start
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from typing import Any
+    from collections.abc import Callable, Iterator
+    from typing import Any, NoReturn
 
 CALL, INIT, OK, ERR, READY, INIT_FAILED = range(6)
 ENV_PARENT = "PROCVISOR_POOL_PARENT"
 """The pid of the pool's process, so a worker can tell its parent died before it looked."""
 ENV_MEASURE_RSS = "PROCVISOR_POOL_RSS"
-"""Set to 1 when the pool recycles by memory: the worker reports its RSS after each task."""
+"""Set to 1 when the pool recycles by memory: the worker reports after each task how much its
+RSS grew since it was forked (the pages it shares with its fork server do not count)."""
 ENV_PATH = "PROCVISOR_POOL_PATH"
 """The pool's ``sys.path``, joined with ``os.pathsep``."""
 _LEN = struct.Struct(">I")
@@ -98,8 +103,7 @@ _PR_SET_PDEATHSIG = 1
 _FN_CACHE = 4096  # more than the pool's 1024: what the pool still sends is here
 
 
-def _die_with_parent() -> None:
-    parent = int(os.environ.get(ENV_PARENT, "0") or 0)
+def _die_with_parent(parent: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if parent and os.getppid() != parent:  # it died before we asked: go now
@@ -133,18 +137,14 @@ def _error_reply(task_id: int, exc: BaseException, rss: int) -> bytes:
         return dumps((ERR, task_id, substitute, tb, rss))
 
 
-def main() -> None:
-    _die_with_parent()
-    path = os.environ.get(ENV_PATH)
-    if path is not None:
-        sys.path[:] = path.split(os.pathsep)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the pool's to handle
-    rfd, wfd = os.dup(0), os.dup(1)
+def _serve(rfd: int, wfd: int) -> None:
+    """The worker's loop: tasks from ``rfd``, results to ``wfd``, until end of file."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)  # print() in a task goes to stderr, never into the protocol
     measure = os.environ.get(ENV_MEASURE_RSS) == "1"
+    base = _rss() if measure else 0  # what it shares with the process it was forked from
     reader = FrameReader()
     fns: OrderedDict[int, Any] = OrderedDict()
     while True:
@@ -167,9 +167,9 @@ def main() -> None:
                 except BaseException as exc:
                     if isinstance(exc, SystemExit | KeyboardInterrupt):
                         exc = RuntimeError(f"task raised {type(exc).__name__}: {exc}")
-                    out.append(frame(_error_reply(task_id, exc, _rss() if measure else 0)))
+                    out.append(frame(_error_reply(task_id, exc, _rss() - base if measure else 0)))
                     continue
-                rss = _rss() if measure else 0
+                rss = _rss() - base if measure else 0
                 try:
                     out.append(frame(dumps((OK, task_id, result, rss))))
                 except Exception as exc:
@@ -189,6 +189,149 @@ def main() -> None:
                 out.append(frame(dumps((READY, os.getpid()))))
         if out:
             _write_all(wfd, b"".join(out))
+
+
+# -- the fork server ------------------------------------------------------------------------
+
+SPAWN, KILL = b"S", b"K"
+"""Requests to a fork server: ``SPAWN`` with the worker's input and output fds attached,
+answered with the new pid (or ``-errno``) and the read end of its status pipe attached;
+``KILL`` and a pid, not answered."""
+PID = struct.Struct("i")
+"""A pid (or ``-errno``) in a fork server's messages, and a wait status on a status pipe."""
+SERVER_NAME = b"pool-forkserver"
+"""The fork server's process name (``ps -o comm``, ``/proc/PID/comm``)."""
+_PR_SET_NAME = 15
+
+
+def _set_name(name: bytes) -> None:
+    ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
+def exit_after(fn: Callable[[], object]) -> NoReturn:
+    """Run ``fn`` in a forked child and exit, never returning into the code that forked."""
+    code = 1
+    try:
+        fn()
+        code = 0
+    except BaseException:
+        import traceback  # noqa: PLC0415 - only when it fails
+
+        traceback.print_exc()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
+    """Be a pool's fork server: fork a worker per ``SPAWN`` on ``ctl``, kill on ``KILL``, and
+    write each worker's wait status to its status pipe once it is reaped. At end of file on
+    ``ctl`` (the pool closed it, or its process died) kill and reap the workers left, then exit.
+
+    Runs in a process of its own and its own session: forked from the pool's caller, or a
+    fresh interpreter (:func:`main`). It and its workers die with ``parent`` as workers do.
+    """
+    _die_with_parent(parent)
+    for sig in signal.valid_signals():  # the caller's handlers are not ours
+        handler = signal.getsignal(sig)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the pool's to handle
+    with open("/proc/self/comm", "rb") as f:
+        worker_name = f.read().strip()
+    _set_name(SERVER_NAME)
+    live: dict[int, int] = {}  # worker pid -> the write end of its status pipe
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that SIGCHLD wakes us
+
+    def spawn(rfd: int, wfd: int) -> None:
+        status_r, status_w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            ctl.send(PID.pack(-(exc.errno or 1)))
+            os.close(status_r)
+            os.close(status_w)
+            return
+        if pid == 0:
+            exit_after(lambda: worker(rfd, wfd, [status_r, status_w, *live.values()]))
+        live[pid] = status_w
+        socket.send_fds(ctl, [PID.pack(pid)], [status_r])
+        os.close(status_r)
+
+    def worker(rfd: int, wfd: int, fds: list[int]) -> None:
+        os.setsid()
+        _die_with_parent(server)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        ctl.close()
+        for fd in (wake_r, wake_w, *fds):
+            os.close(fd)
+        _set_name(worker_name)
+        _serve(rfd, wfd)
+
+    def reap(block: bool) -> None:
+        while live:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            fd = live.pop(pid, None)
+            if fd is not None:
+                with contextlib.suppress(OSError):  # the pool has gone
+                    os.write(fd, PID.pack(status))
+                os.close(fd)
+
+    def loop() -> None:
+        while True:
+            ready = select.select([ctl.fileno(), wake_r], [], [])[0]
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
+                reap(block=False)
+            if ctl.fileno() not in ready:
+                continue
+            msg, fds, _, _ = socket.recv_fds(ctl, 16, 2)
+            if not msg:
+                return
+            if msg[:1] == SPAWN and len(fds) == 2:
+                spawn(*fds)
+                for fd in fds:
+                    os.close(fd)
+            elif msg[:1] == KILL and len(msg) == 1 + PID.size:
+                (pid,) = PID.unpack_from(msg, 1)
+                if pid in live:  # not reaped: its pid cannot have been reused
+                    os.killpg(pid, signal.SIGKILL)
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+    server = os.getpid()
+    try:
+        loop()
+    finally:
+        for pid in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        reap(block=True)
+        os._exit(0)
+
+
+def main() -> None:
+    """A fresh fork server (``python _worker.py``): its control socket is its stdin."""
+    path = os.environ.get(ENV_PATH)
+    if path is not None:
+        sys.path[:] = path.split(os.pathsep)
+    ctl = socket.socket(fileno=os.dup(0))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    serve_forks(ctl, int(os.environ.get(ENV_PARENT, "0") or 0))
 
 
 if __name__ == "__main__":

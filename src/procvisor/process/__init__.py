@@ -8,6 +8,7 @@ Everything above it (supervisor, pool, jobs) starts processes through this layer
 
 from procvisor.process._api import DEFAULT_MAX_OUTPUT, Metrics, Process, arun, run, spawn
 from procvisor.process._child import Child, start_child
+from procvisor.process._exitwatch import ExitStatus
 from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
 from procvisor.process._group import group_members, group_pids, start_ticks, stop_group
 from procvisor.process._limits import Limits
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT",
     "Child",
     "Command",
+    "ExitStatus",
     "Limits",
     "Metrics",
     "OutputLine",

@@ -56,6 +56,12 @@ class ExitStatus:
     signal: str | None
     usage: Usage | None
 
+    @classmethod
+    def from_wait_status(cls, status: int, usage: Usage | None = None) -> ExitStatus:
+        """The exit status that a ``wait`` call's ``status`` stands for."""
+        returncode = os.waitstatus_to_exitcode(status)
+        return cls(returncode, signal_name(-returncode) if returncode < 0 else None, usage)
+
     @property
     def signum(self) -> int | None:
         if self.returncode is not None and self.returncode < 0:
@@ -115,14 +121,12 @@ class ExitWatch:
         else:
             if pid == 0:
                 return None
-            returncode = os.waitstatus_to_exitcode(status)
             usage = Usage(
                 max_rss=rusage.ru_maxrss * 1024,
                 user_cpu=rusage.ru_utime,
                 system_cpu=rusage.ru_stime,
             )
-            name = signal_name(-returncode) if returncode < 0 else None
-            self.status = ExitStatus(returncode, name, usage)
+            self.status = ExitStatus.from_wait_status(status, usage)
         self.close()
         return self.status
 
