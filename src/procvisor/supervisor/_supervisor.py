@@ -18,9 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from procvisor.process import group_pids, start_ticks, stop_group
 from procvisor.store import InstanceRecord, Store
@@ -28,6 +26,9 @@ from procvisor.supervisor._instance import Instance
 from procvisor.supervisor._observer import NullObserver, Observer
 from procvisor.supervisor._probes import Prober
 from procvisor.supervisor._spec import ServiceSpec
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = ["ReloadResult", "Supervisor"]
 
@@ -383,6 +384,8 @@ class Supervisor:
         ]
         if not measure:
             return [inst.status() for inst in insts]
+        import psutil  # noqa: PLC0415 - not before the first service starts: ~20 ms
+
         groups = group_pids() if any(i.pid for i in insts) else {}
         seen: dict[int, psutil.Process] = {}
         out = []
