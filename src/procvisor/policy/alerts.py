@@ -830,8 +830,18 @@ class AlertTracker:
         Raises:
             ValueError: no rule has that name, or ``now`` went back in time.
         """
-        the_rule = self._rule(rule)
-        key = (rule, label_set(labels))
+        return self._update(self._rule(rule), label_set(labels), holds, now, values)
+
+    def _update(
+        self,
+        the_rule: AlertRule,
+        labels: Labels,
+        holds: bool,
+        now: float,
+        values: Mapping[str, object] | None,
+    ) -> AlertEvent | None:
+        rule = the_rule.name
+        key = (rule, labels)
         alert = self._alerts.get(key)
         if alert is None:
             if not holds:
@@ -857,10 +867,9 @@ class AlertTracker:
         """
         _check_now(now)
         events = []
+        key = label_set(labels)  # once for all the rules: this runs every round, per process
         for rule in self._rules.values():
-            event = self.update(
-                rule.name, labels, rule.condition.holds(facts, now), now, facts.values
-            )
+            event = self._update(rule, key, rule.condition.holds(facts, now), now, facts.values)
             if event is not None:
                 events.append(event)
         return events
