@@ -57,6 +57,9 @@ BAD = -1
 """The message kind for output that breaks the protocol: ``(BAD, description)``."""
 
 _READ = 1 << 16
+_AHEAD_WITHIN = 0.01
+"""A task is sent ahead only to a worker whose current task started less than this long ago:
+one running longer may be a long one, and the round trip saved is small beside it."""
 _LATENCIES = 10_000
 _START_FAILURES = 3
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -621,10 +624,17 @@ class Engine:
                     self._send_ping(w, now)
         if not self._queue:
             return
-        # Least loaded ready workers first; each takes up to its capacity.
         ready = [w for w in self._workers.values() if w.ready and not w.retiring]
+        self._fill(ready, now)
+        for w in ready:  # one write per worker per round, however many tasks it was given
+            self._flush(w)
+
+    def _fill(self, ready: list[Worker], now: float) -> None:
+        """Give the ready workers queued tasks: least loaded first, each up to its capacity."""
         for slot in range(self._capacity):
             for w in ready:
+                if slot and now - w.head_since >= _AHEAD_WITHIN:
+                    continue  # its task may be a long one: what it would be sent may wait
                 # A task that fails to be sent (it cannot be encoded) leaves the slot free.
                 while self._queue and len(w.tasks) <= slot:
                     if not self._feed(w, slot, now):
@@ -686,7 +696,6 @@ class Engine:
         w.tasks.append(task)
         task.attempts += 1
         w.out += payload
-        self._flush(w)
 
     def _send_ping(self, w: Worker, now: float) -> None:
         ping = Task(
