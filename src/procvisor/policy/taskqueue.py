@@ -110,6 +110,8 @@ def effective_priority(base: Priority, enqueued: float, now: float, aging: float
 
 
 def _check_time(value: float, name: str) -> float:
+    if type(value) is float and math.isfinite(value):  # what time.monotonic() gives: fast
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{name}: {value!r} must be a finite number; pass time.monotonic()")
     return value
@@ -255,19 +257,25 @@ class TaskQueue(Generic[T]):
         """
         expired = self.expire(now)
         # The head of each level's heap is its best task (see the module docstring); rank the
-        # heads by (effective priority, earlier push time, earlier push).
-        best: tuple[int, float, int] | None = None
-        best_level = -1
-        for level, heap in enumerate(self._levels):
-            self._drop_dead_heads(heap)
-            if heap:
+        # heads by (effective priority, earlier push time, earlier push). Levels without a
+        # queued task are skipped (their dead entries wait for a compaction); when one level
+        # alone has tasks, its head is the answer.
+        levels = [level for level, n in enumerate(self._counts) if n]
+        if not levels:
+            return None, expired
+        best_level = levels[0]
+        if len(levels) > 1:
+            best: tuple[int, float, int] | None = None
+            for level in levels:
+                heap = self._levels[level]
+                self._drop_dead_heads(heap)
                 enqueued, seq, task = heap[0]
                 rank = (self.effective_priority(task, now), -enqueued, -seq)
                 if best is None or rank > best:
                     best, best_level = rank, level
-        if best is None:
-            return None, expired
-        _, _, task = heapq.heappop(self._levels[best_level])
+        heap = self._levels[best_level]
+        self._drop_dead_heads(heap)
+        _, _, task = heapq.heappop(heap)
         self._take(task)
         if task.deadline is not None:
             self._dead += 1  # its entry in the deadline heap

@@ -107,6 +107,7 @@ class Task:
     name: str = "task"
     id: int = 0
     attempts: int = 0
+    sent: bool = False  # its future is running: it was sent to a worker once
     ping: bool = False
 
 
@@ -683,8 +684,9 @@ class Engine:
 
     def _send(self, w: Worker, task: Task, now: float) -> None:
         # A retried or requeued task's future is running already.
-        if not task.future.running() and not task.future.set_running_or_notify_cancel():
+        if not task.sent and not task.future.set_running_or_notify_cancel():
             return
+        task.sent = True
         try:
             payload = self._encode(w, task)
         except Exception as exc:
@@ -807,7 +809,7 @@ class Engine:
             return
         if task.future.done():
             return
-        if not task.future.running() and not task.future.set_running_or_notify_cancel():
+        if not task.sent and not task.future.set_running_or_notify_cancel():
             return
         task.future.set_exception(exc)
         self._counts["failed"] += 1
