@@ -167,6 +167,18 @@ def test_futures_work_with_as_completed_and_wait() -> None:
         assert sorted(f.result() for f in done) == [0, 1, 2, 3]
 
 
+def test_a_done_callback_may_submit_to_the_same_pool() -> None:
+    # Futures are resolved after the pool's lock is released: a callback that submits a
+    # follow-up task must not deadlock the pool's thread.
+    with Pool(workers=1) as pool:
+        chained: concurrent.futures.Future[concurrent.futures.Future[int]] = (
+            concurrent.futures.Future()
+        )
+        first = pool.submit(tasks.add, 1, 2)
+        first.add_done_callback(lambda f: chained.set_result(pool.submit(tasks.add, f.result(), 1)))
+        assert chained.result(timeout=5).result(timeout=5) == 4
+
+
 def test_wait_returns_at_the_first_exception(tmp_path: Path) -> None:
     with Pool(workers=2) as pool, Gate(tmp_path) as gate:
         held = pool.submit(tasks.hold, *gate.args("h"))

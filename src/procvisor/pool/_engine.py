@@ -255,6 +255,8 @@ class Engine:
         self._ids = itertools.count(1)
         self._closed = False
         self._cancel_pending = False
+        # Futures to resolve once the lock is released: (set_result or the like, its argument).
+        self._later: list[tuple[Callable[[Any], object], Any]] = []
         self._sleeping = False
         self._workers: dict[int, Worker] = {}  # by pid
         self._zombies: dict[int, Worker] = {}  # closed or killed, not reaped yet
@@ -525,30 +527,65 @@ class Engine:
             self._cleanup()
 
     def _loop(self) -> None:
+        received: list[tuple[Worker, bytes]] = []
+        exited: list[Worker] = []
         while True:
-            now = time.monotonic()
+            # One hold of the lock per wake: take in what the workers said, then dispatch.
             with self._lock:
+                now = time.monotonic()
+                for w, data in received:
+                    self._handle(w, data, now)
+                for w in exited:
+                    self._on_exit(w, now)
                 self._dispatch(now)
-                if self._closed and self._finished():
-                    break
+                done = self._closed and self._finished()
                 timeout = self._next_timer(now)
-                self._sleeping = True
+                self._sleeping = not done
+            self._settle()
+            if done:
+                break
             events = self._sel.select(timeout)
-            with self._lock:
-                self._sleeping = False
-            for key, _ in events:
-                if key.data is None:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                    continue
-                kind, worker = key.data
-                if kind == "r":
-                    self._on_readable(worker)
-                elif kind == "w":
-                    self._flush(worker)
-                else:
-                    self._on_exit(worker)
+            self._sleeping = False  # without the lock: at worst a caller wakes it for nothing
+            received, exited = self._gather(events)
         self._retire_all()
+
+    def _gather(
+        self, events: list[tuple[selectors.SelectorKey, int]]
+    ) -> tuple[list[tuple[Worker, bytes]], list[Worker]]:
+        """Read what the ready workers wrote and reap the ones that exited (without the lock,
+        so callers can queue meanwhile); flush the pipes that drained."""
+        received: list[tuple[Worker, bytes]] = []
+        exited: list[Worker] = []
+        for key, _ in events:
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+                continue
+            kind, w = key.data
+            if kind == "r":
+                try:
+                    data = os.read(w.rfd, _READ)
+                except BlockingIOError:
+                    continue
+                if data:
+                    received.append((w, data))
+                else:
+                    self._sel.unregister(w.rfd)
+            elif kind == "w":
+                self._flush(w)
+            elif w.child.poll() is not None:
+                # poll() closed its pidfd; nothing was opened since
+                with contextlib.suppress(KeyError, ValueError):
+                    self._sel.unregister(key.fd)
+                exited.append(w)
+        return received, exited  # exits last: what a worker wrote comes before its death
+
+    def _settle(self) -> None:
+        """Resolve the futures decided under the lock, now that it is free: their callbacks
+        may call the pool (submit from a done callback)."""
+        settle, self._later = self._later, []
+        for resolve, value in settle:
+            resolve(value)
 
     def _finished(self) -> bool:
         if self._cancel_pending:
@@ -567,9 +604,7 @@ class Engine:
             item, expired = self._queue.pop(now + 1e9)
             tasks += [q.item for q in expired] + ([item.item] if item is not None else [])
         for task in tasks:
-            # Retried and requeued tasks' futures are running: they cannot be cancelled.
-            if not task.future.cancel() and not task.future.done():
-                task.future.set_exception(cf.CancelledError("the pool was shut down"))
+            self._later.append((_cancel, task.future))
 
     def _ping_due(self, w: Worker) -> float | None:
         if self._ping_interval is None or w.tasks or w.retiring or not w.ready:
@@ -690,7 +725,7 @@ class Engine:
         try:
             payload = self._encode(w, task)
         except Exception as exc:
-            task.future.set_exception(exc)
+            self._later.append((task.future.set_exception, exc))
             self._counts["failed"] += 1
             return
         if not w.tasks:
@@ -730,17 +765,6 @@ class Engine:
 
     # -- results and exits ----------------------------------------------------------------
 
-    def _on_readable(self, w: Worker) -> None:
-        try:
-            data = os.read(w.rfd, _READ)
-        except BlockingIOError:
-            return
-        if not data:
-            self._sel.unregister(w.rfd)
-            return
-        with self._lock:
-            self._handle(w, data, time.monotonic())
-
     def _handle(self, w: Worker, data: bytes, now: float) -> None:
         for msg in self._decode(w, data):
             kind = msg[0]
@@ -770,7 +794,7 @@ class Engine:
             w.pinged = now
             self._start_failures = 0
         elif msg[0] == OK:
-            task.future.set_result(msg[2])
+            self._later.append((task.future.set_result, msg[2]))
             self._counts["done"] += 1
         else:
             exc, tb = msg[2], msg[3]
@@ -779,7 +803,7 @@ class Engine:
             else:
                 if tb is not None:
                     exc.__cause__ = RemoteTraceback(tb)
-                task.future.set_exception(exc)
+                self._later.append((task.future.set_exception, exc))
                 self._counts["failed"] += 1
         if not task.ping:
             self._record_latency(now - task.submitted)
@@ -811,7 +835,7 @@ class Engine:
             return
         if not task.sent and not task.future.set_running_or_notify_cancel():
             return
-        task.future.set_exception(exc)
+        self._later.append((task.future.set_exception, exc))
         self._counts["failed"] += 1
         if isinstance(exc, TaskTimeout):
             self._counts["timed_out"] += 1
@@ -873,47 +897,42 @@ class Engine:
         w.rfd = w.wfd = -1
         self._zombies[w.child.pid] = w
 
-    def _on_exit(self, w: Worker) -> None:
-        fd = w.child.fileno()
-        status = w.child.poll()
-        if status is None:
-            return
-        with contextlib.suppress(KeyError, ValueError):
-            self._sel.unregister(fd)  # poll() closed it; nothing was opened since
-        with self._lock:
-            now = time.monotonic()
-            if w.rfd >= 0:  # take what it wrote before dying
-                with contextlib.suppress(OSError):
-                    while w.rfd >= 0 and (data := os.read(w.rfd, _READ)):
-                        self._handle(w, data, now)
-            was_known = w.child.pid in self._workers
-            self._detach(w)
-            self._zombies.pop(w.child.pid, None)
-            if not w.ready and w.exit_reason != "retired":
-                self._start_failures += 1
-                if not self._last_start_error:
-                    self._last_start_error = f"a worker exited with {status.returncode}"
-            if w.tasks and was_known and w.exit_reason not in ("retired", "timeout"):
-                task = w.tasks.popleft()
-                what = (
-                    f"killed by {status.signal}"
-                    if status.signal
-                    else f"exited with code {status.returncode}"
-                )
-                self._counts["crashed"] += 1
-                self._fail(
-                    task,
-                    WorkerCrashed(
-                        f"the worker running {task.name} (pid {w.child.pid}) {what}; "
-                        "the pool replaced it",
-                        exit_code=None if status.signal else status.returncode,
-                        signal=status.signal,
-                    ),
-                    now,
-                )
-            elif was_known and w.exit_reason not in ("retired", "init"):
-                self._counts["crashed"] += 1
-            self._requeue(w)
+    def _on_exit(self, w: Worker, now: float) -> None:
+        """Account for a worker that exited (reaped by :meth:`_gather`)."""
+        status = w.child.status
+        assert status is not None
+        if w.rfd >= 0:  # take what it wrote before dying
+            with contextlib.suppress(OSError):
+                while w.rfd >= 0 and (data := os.read(w.rfd, _READ)):
+                    self._handle(w, data, now)
+        was_known = w.child.pid in self._workers
+        self._detach(w)
+        self._zombies.pop(w.child.pid, None)
+        if not w.ready and w.exit_reason != "retired":
+            self._start_failures += 1
+            if not self._last_start_error:
+                self._last_start_error = f"a worker exited with {status.returncode}"
+        if w.tasks and was_known and w.exit_reason not in ("retired", "timeout"):
+            task = w.tasks.popleft()
+            what = (
+                f"killed by {status.signal}"
+                if status.signal
+                else f"exited with code {status.returncode}"
+            )
+            self._counts["crashed"] += 1
+            self._fail(
+                task,
+                WorkerCrashed(
+                    f"the worker running {task.name} (pid {w.child.pid}) {what}; "
+                    "the pool replaced it",
+                    exit_code=None if status.signal else status.returncode,
+                    signal=status.signal,
+                ),
+                now,
+            )
+        elif was_known and w.exit_reason not in ("retired", "init"):
+            self._counts["crashed"] += 1
+        self._requeue(w)
 
     def _retire(self, w: Worker, why: str) -> None:
         """Let a worker finish what it holds, then exit (its input is closed)."""
@@ -947,12 +966,11 @@ class Engine:
                 self._retire(w, "idle")
         deadline = time.monotonic() + 5.0
         while self._zombies and time.monotonic() < deadline:
-            for key, _ in self._sel.select(0.05):
-                if key.data is not None and key.data[0] == "x":
-                    self._on_exit(key.data[1])
-                elif key.data is not None and key.data[0] == "r":
-                    with contextlib.suppress(OSError):
-                        os.read(key.fd, _READ)
+            _, exited = self._gather(self._sel.select(0.05))  # what they say is not awaited
+            with self._lock:
+                for w in exited:
+                    self._on_exit(w, time.monotonic())
+            self._settle()
 
     def _kill_all(self) -> None:
         for w in [*self._workers.values(), *self._zombies.values()]:
@@ -964,6 +982,12 @@ class Engine:
                         os.close(fd)
         self._workers.clear()
         self._zombies.clear()
+
+
+def _cancel(future: cf.Future[Any]) -> None:
+    # Retried and requeued tasks' futures are running: they cannot be cancelled.
+    if not future.cancel() and not future.done():
+        future.set_exception(cf.CancelledError("the pool was shut down"))
 
 
 def iter_lines(buf: bytearray, data: bytes, limit: int) -> Iterator[bytes | None]:
