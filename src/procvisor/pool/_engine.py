@@ -254,7 +254,9 @@ class Engine:
         self._delayed: list[tuple[float, int, Task]] = []  # retries waiting out their backoff
         self._ids = itertools.count(1)
         self._closed = False
+        self._gone = False  # the I/O thread has ended
         self._cancel_pending = False
+        self._inbox: deque[Task] = deque()  # submitted, not yet in the queue
         # Futures to resolve once the lock is released: (set_result or the like, its argument).
         self._later: list[tuple[Callable[[Any], object], Any]] = []
         self._sleeping = False
@@ -295,7 +297,7 @@ class Engine:
         state = "closed" if self._closed else "open"
         return (
             f"<procvisor.{type(self).__name__} {state} workers={len(self._workers)} "
-            f"queued={len(self._queue)}>"
+            f"queued={len(self._queue) + len(self._inbox)}>"
         )
 
     def _new_task(
@@ -352,12 +354,20 @@ class Engine:
         return future
 
     def _add(self, task: Task) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("cannot schedule new tasks after shutdown")
-            task.id = next(self._ids)
-            self._enqueue(task)
+        # No lock: the I/O thread moves the inbox into the queue (deque.append is atomic).
+        if self._closed:
+            raise RuntimeError("cannot schedule new tasks after shutdown")
+        task.id = next(self._ids)
+        self._inbox.append(task)
+        if self._sleeping:
             self._wake()
+        if self._gone:  # it raced shutdown, and the I/O thread has ended: nobody will run it
+            self._cancel_inbox()
+
+    def _cancel_inbox(self) -> None:
+        with contextlib.suppress(IndexError):
+            while True:
+                _cancel(self._inbox.popleft().future)
 
     def _enqueue(self, task: Task) -> None:
         """Queue ``task`` (new, retried or given back) by its own submit time and options."""
@@ -397,7 +407,7 @@ class Engine:
                 workers=len(workers),
                 idle=len(workers) - busy,
                 busy=busy,
-                queued=len(self._queue) + len(self._delayed),
+                queued=len(self._queue) + len(self._inbox) + len(self._delayed),
                 running=busy,
                 done=c["done"],
                 failed=c["failed"],
@@ -460,7 +470,7 @@ class Engine:
     # -- the I/O thread -------------------------------------------------------------------
 
     def _wake(self) -> None:
-        """Wake the I/O thread (called with the lock held; cheap when it is awake)."""
+        """Wake the I/O thread if it sleeps (two callers may both wake it: no harm)."""
         if self._sleeping:
             self._sleeping = False
             with contextlib.suppress(BlockingIOError):
@@ -520,6 +530,8 @@ class Engine:
                 self._started.set()
             self._loop()
         finally:
+            self._gone = True
+            self._cancel_inbox()
             self._kill_all()
             self._sel.close()
             os.close(self._wake_r)
@@ -537,10 +549,14 @@ class Engine:
                     self._handle(w, data, now)
                 for w in exited:
                     self._on_exit(w, now)
-                self._dispatch(now)
+                fed = self._dispatch(now)
                 done = self._closed and self._finished()
                 timeout = self._next_timer(now)
                 self._sleeping = not done
+                if self._inbox:  # submitted since _dispatch, by a caller that saw it awake
+                    timeout = 0.0
+            for w in fed:  # one write per worker per wake, however many tasks it was given
+                self._flush(w)
             self._settle()
             if done:
                 break
@@ -592,6 +608,7 @@ class Engine:
             self._cancel_queued()
         return (
             not self._queue
+            and not self._inbox
             and not self._delayed
             and not any(not t.ping for w in self._workers.values() for t in w.tasks)
         )
@@ -634,8 +651,15 @@ class Engine:
 
     # -- dispatching ----------------------------------------------------------------------
 
-    def _dispatch(self, now: float) -> None:
-        """Move due retries into the queue, expire, time out, scale, ping and feed workers."""
+    def _dispatch(self, now: float) -> list[Worker]:
+        """Move new tasks and due retries into the queue, expire, time out, scale, ping and feed
+        workers.
+
+        Returns the workers fed, whose pipes the caller flushes once it has released the lock.
+        """
+        inbox = self._inbox
+        while inbox:
+            self._enqueue(inbox.popleft())
         while self._delayed and self._delayed[0][0] <= now:
             _, _, task = heapq.heappop(self._delayed)
             self._enqueue(task)
@@ -659,11 +683,10 @@ class Engine:
                 if due is not None and due <= now and not self._queue:
                     self._send_ping(w, now)
         if not self._queue:
-            return
+            return []
         ready = [w for w in self._workers.values() if w.ready and not w.retiring]
         self._fill(ready, now)
-        for w in ready:  # one write per worker per round, however many tasks it was given
-            self._flush(w)
+        return ready
 
     def _fill(self, ready: list[Worker], now: float) -> None:
         """Give the ready workers queued tasks: least loaded first, each up to its capacity."""
