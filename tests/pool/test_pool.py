@@ -107,6 +107,15 @@ def let_time_pass(seconds: float) -> None:
     wait_for(lambda: time.monotonic() >= end, timeout=seconds + 1)
 
 
+def hold_one_of_two(pool: Pool, gate: Gate) -> concurrent.futures.Future[object]:
+    """Wait until both workers of ``pool`` take tasks, then hold one of them with ``gate``."""
+    # A short burst lands on each of them.
+    wait_for(lambda: set(pool.map(tasks.pid_after, [0.05] * 4)) == set(pool.pids()))
+    held = pool.submit(tasks.hold, *gate.args("held"), "held")
+    gate.wait_started("held")
+    return held
+
+
 def read_pid(path: Path) -> int:
     """Wait for a task to write its pid (atomically) to ``path`` and return it."""
     return int(wait_for(lambda: path.exists() and path.read_text()))
@@ -233,10 +242,7 @@ def test_a_queued_task_runs_on_the_worker_that_frees_up_not_behind_a_held_one(
     tmp_path: Path,
 ) -> None:
     with Pool(workers=2) as pool, Gate(tmp_path) as gate:
-        # Both workers up and taking tasks: a short burst lands on each of them.
-        wait_for(lambda: set(pool.map(tasks.pid_after, [0.05] * 4)) == set(pool.pids()))
-        held = pool.submit(tasks.hold, *gate.args("held"), "held")
-        gate.wait_started("held")
+        held = hold_one_of_two(pool, gate)
         short = pool.submit(tasks.sleep_then, 0.2, "short")
         queued = pool.submit(tasks.add, 1, 1)
         assert short.result(timeout=5) == "short"
@@ -605,6 +611,50 @@ def test_higher_priorities_run_first_and_each_level_is_fifo(tmp_path: Path) -> N
         blocker.result(timeout=5)
         assert [f.result(timeout=5) for f in futs] == [name for name, _ in queued]
     assert log.read_text().split() == ["c1", "c2", "h1", "n1", "n2", "n3", "l1", "l2", "b1"]
+
+
+def test_a_priority_task_submitted_later_waits_behind_at_most_the_tasks_sent_ahead(
+    tmp_path: Path,
+) -> None:
+    # By default a busy worker is sent up to 2 tasks ahead; those are committed to it, but a
+    # higher priority task still goes before everything that is only queued.
+    log = tmp_path / "order"
+    with Pool(workers=1) as pool, Gate(tmp_path) as gate:
+        blocker = pool.submit(tasks.hold, *gate.args("b"))
+        lows = [
+            pool.schedule(tasks.append, args=(str(log), f"l{i}"), priority="low") for i in range(6)
+        ]
+        gate.wait_started("b")
+        high = pool.schedule(tasks.append, args=(str(log), "h"), priority="high")
+        gate.open()
+        blocker.result(timeout=5)
+        assert high.result(timeout=5) == "h"
+        assert [f.result(timeout=5) for f in lows] == [f"l{i}" for i in range(6)]
+    order = log.read_text().split()
+    assert order.index("h") <= 2
+    assert [name for name in order if name != "h"] == [f"l{i}" for i in range(6)]
+
+
+def test_tasks_submitted_while_a_long_task_runs_are_not_sent_ahead_behind_it(
+    tmp_path: Path,
+) -> None:
+    with Pool(workers=2) as pool, Gate(tmp_path) as gate:
+        held = hold_one_of_two(pool, gate)
+        let_time_pass(0.05)  # it has run for longer than a task worth sending ahead behind
+        shorts = [pool.submit(tasks.sleep_then, 0.02, i) for i in range(6)]
+        assert [f.result(timeout=5) for f in shorts] == list(range(6))
+        assert not held.done()
+
+
+def test_a_short_task_is_answered_before_a_long_one_sent_ahead_behind_it_runs() -> None:
+    # Each task is answered before the next starts: the short task's result does not wait for
+    # the long one, and its timeout is not charged with the long one's time.
+    with Pool(workers=1) as pool:
+        pool.submit(tasks.add, 0, 0).result(timeout=5)  # the worker is up
+        short = pool.schedule(tasks.add, args=(1, 2), timeout=1.0)
+        long = pool.submit(tasks.sleep_then, 2.0, "long")
+        assert short.result(timeout=1.5) == 3
+        assert long.result(timeout=5) == "long"
 
 
 def test_an_unknown_priority_is_a_value_error() -> None:

@@ -3,12 +3,21 @@
 One I/O thread per pool owns the workers: it spawns them (each in its own session, through the
 ``process`` layer), writes tasks to their pipes, reads results, watches their exits through
 pidfds, and keeps the timers (task timeouts, deadlines, retry backoff, idle shrinking, worker
-age, health pings). Callers only push onto the priority queue
-(:class:`procvisor.policy.taskqueue.TaskQueue`) and wake the thread.
+age, health pings). Callers only append to an inbox and wake the thread if it sleeps; the
+thread moves the inbox into the priority queue
+(:class:`procvisor.policy.taskqueue.TaskQueue`), resolves futures only after releasing its
+lock (so a done callback may submit again), and writes each worker's pipe once per wake.
 
-Each worker holds at most ``prefetch + 1`` tasks: the one it runs and ``prefetch`` waiting in
-its pipe, so it never idles for a round trip. A task's timeout starts when the task before it
-on that worker finished. When a worker dies or is killed (a timeout, a protocol error, a failed
+Each worker holds at most ``prefetch + 1`` tasks (``prefetch`` is 2 by default): the one it
+runs and ``prefetch`` waiting in its pipe, so it never idles for a round trip. A task sent ahead
+is committed to its worker: it runs after the tasks ahead of it there, whatever comes into the
+queue meanwhile. So sending ahead is limited: only while no worker is starting and the queue
+holds a task for every worker (so no worker that frees up first goes without while a task waits
+behind a busy one), only to a worker whose current task started less than 10 ms ago (one that
+runs longer may be long, and the round trip saved is small beside it), and never a task with a
+deadline. A task's timeout
+starts when the task before it on that worker finished (the worker answers each task before it
+starts the next). When a worker dies or is killed (a timeout, a protocol error, a failed
 health ping), only the task it was running fails; the tasks waiting in its pipe never started
 and go back to the queue.
 
@@ -60,6 +69,10 @@ _READ = 1 << 16
 _AHEAD_WITHIN = 0.01
 """A task is sent ahead only to a worker whose current task started less than this long ago:
 one running longer may be a long one, and the round trip saved is small beside it."""
+DEFAULT_PREFETCH = 2
+"""Tasks sent ahead to a busy worker unless a pool says otherwise: enough to keep a worker fed
+with tasks of a few µs (the round trip is ~0.1 ms), few enough that a priority task waits
+behind at most two tasks per worker."""
 _LATENCIES = 10_000
 _START_FAILURES = 3
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -212,7 +225,7 @@ class Engine:
         max_workers = sizing.get("max_workers")
         initial_workers = sizing.get("initial_workers")
         max_memory_per_worker = sizing.get("max_memory_per_worker")
-        prefetch = sizing.get("prefetch", 0)
+        prefetch = sizing.get("prefetch", DEFAULT_PREFETCH)
         count(workers, "workers", minimum=1)
         count(min_workers, "min_workers", minimum=0)
         count(max_workers, "max_workers", minimum=1)
@@ -684,16 +697,24 @@ class Engine:
                     self._send_ping(w, now)
         if not self._queue:
             return []
-        ready = [w for w in self._workers.values() if w.ready and not w.retiring]
-        self._fill(ready, now)
+        takers = [w for w in self._workers.values() if not w.retiring]
+        ready = [w for w in takers if w.ready]
+        # While a worker starts, the queue waits for it rather than behind a busy one.
+        self._fill(ready, self._capacity if len(ready) == len(takers) else 1, now)
         return ready
 
-    def _fill(self, ready: list[Worker], now: float) -> None:
-        """Give the ready workers queued tasks: least loaded first, each up to its capacity."""
-        for slot in range(self._capacity):
+    def _fill(self, ready: list[Worker], capacity: int, now: float) -> None:
+        """Give the ready workers queued tasks: least loaded first, each up to ``capacity``.
+
+        A task goes ahead to a busy worker only while the queue holds one for every ready
+        worker, so that a worker that frees up first does not find the queue empty while that
+        task waits; and only to a worker whose current task started less than
+        ``_AHEAD_WITHIN`` ago, as one running longer may be long.
+        """
+        for slot in range(capacity):
             for w in ready:
-                if slot and now - w.head_since >= _AHEAD_WITHIN:
-                    continue  # its task may be a long one: what it would be sent may wait
+                if slot and (len(self._queue) < len(ready) or now - w.head_since >= _AHEAD_WITHIN):
+                    continue
                 # A task that fails to be sent (it cannot be encoded) leaves the slot free.
                 while self._queue and len(w.tasks) <= slot:
                     if not self._feed(w, slot, now):
