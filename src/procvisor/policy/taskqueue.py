@@ -189,6 +189,7 @@ class TaskQueue(Generic[T]):
         self._levels: list[list[tuple[float, int, QueuedTask[T]]]] = [[] for _ in Priority]
         self._deadlines: list[tuple[float, int, QueuedTask[T]]] = []
         self._counts = [0] * len(Priority)
+        self._size = 0  # sum(self._counts), kept as it changes: the pool asks it often
         self._dead = 0  # entries in the heaps whose task has left the queue
         self._seq = 0
         self._token = object()  # tells this queue's handles from another queue's
@@ -199,7 +200,7 @@ class TaskQueue(Generic[T]):
         return self._aging
 
     def __len__(self) -> int:
-        return sum(self._counts)
+        return self._size
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{p.name.lower()}={self._counts[p]}" for p in reversed(Priority))
@@ -232,7 +233,7 @@ class TaskQueue(Generic[T]):
         Raises:
             ValueError: a bad priority, or ``now`` or ``deadline`` is not a finite number.
         """
-        level = parse_priority(priority)
+        level = priority if type(priority) is Priority else parse_priority(priority)
         _check_time(now, "now")
         if deadline is not None:
             _check_time(deadline, "deadline")
@@ -242,6 +243,7 @@ class TaskQueue(Generic[T]):
             heapq.heappush(self._deadlines, (deadline, self._seq, task))
         self._seq += 1
         self._counts[level] += 1
+        self._size += 1
         return task
 
     def pop(self, now: float) -> tuple[QueuedTask[T] | None, list[QueuedTask[T]]]:
@@ -333,6 +335,7 @@ class TaskQueue(Generic[T]):
     def _take(self, task: QueuedTask[T]) -> None:
         task._queued = False
         self._counts[task.priority] -= 1
+        self._size -= 1
 
     def _drop_dead_heads(self, heap: list[tuple[float, int, QueuedTask[T]]]) -> None:
         while heap and not heap[0][2]._queued:
