@@ -697,6 +697,13 @@ def test_max_tasks_per_worker_replaces_a_worker_after_that_many_tasks() -> None:
         wait_for(lambda: not any(pid_alive(p) for p in pids[:4]))
 
 
+def test_max_tasks_per_worker_holds_when_tasks_are_sent_ahead() -> None:
+    # A burst is sent ahead to the busy worker; never more than it may still run.
+    with Pool(workers=1, max_tasks_per_worker=2) as pool:
+        pids = [f.result(timeout=10) for f in [pool.submit(tasks.pid) for _ in range(12)]]
+        assert max(pids.count(p) for p in pids) == 2
+
+
 @pytest.mark.parametrize("limit", ["50M", 50 * 1024 * 1024])
 def test_a_worker_over_max_memory_is_recycled_after_its_task(limit: int | str) -> None:
     with Pool(workers=1, max_memory_per_worker=limit) as pool:

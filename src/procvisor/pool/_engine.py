@@ -715,6 +715,8 @@ class Engine:
             for w in ready:
                 if slot and (len(self._queue) < len(ready) or now - w.head_since >= _AHEAD_WITHIN):
                     continue
+                if self._max_tasks is not None and w.done_tasks + len(w.tasks) >= self._max_tasks:
+                    continue  # it holds all it may still run before it is replaced
                 # A task that fails to be sent (it cannot be encoded) leaves the slot free.
                 while self._queue and len(w.tasks) <= slot:
                     if not self._feed(w, slot, now):
