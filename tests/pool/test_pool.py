@@ -725,6 +725,14 @@ def test_a_worker_older_than_max_worker_age_is_replaced_between_tasks() -> None:
         assert pool.stats().workers_recycled >= 1
 
 
+def test_a_worker_kept_busy_is_still_replaced_once_past_max_worker_age() -> None:
+    # A deep queue keeps tasks sent ahead to the worker: it must still get an idle moment.
+    with Pool(workers=1, max_worker_age=0.3) as pool:
+        futures = [pool.submit(tasks.pid_after, 0.005) for _ in range(300)]
+        pids = [f.result(timeout=20) for f in futures]
+        assert len(set(pids)) >= 2
+
+
 def test_max_worker_age_never_interrupts_a_running_task() -> None:
     with Pool(workers=1, max_worker_age="200ms") as pool:
         assert pool.submit(tasks.sleep_then, 0.6, "done").result(timeout=5) == "done"

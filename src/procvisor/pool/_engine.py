@@ -715,12 +715,20 @@ class Engine:
             for w in ready:
                 if slot and (len(self._queue) < len(ready) or now - w.head_since >= _AHEAD_WITHIN):
                     continue
-                if self._max_tasks is not None and w.done_tasks + len(w.tasks) >= self._max_tasks:
-                    continue  # it holds all it may still run before it is replaced
+                if not self._may_take(w, now):
+                    continue
                 # A task that fails to be sent (it cannot be encoded) leaves the slot free.
                 while self._queue and len(w.tasks) <= slot:
                     if not self._feed(w, slot, now):
                         return
+
+    def _may_take(self, w: Worker, now: float) -> bool:
+        """Whether ``w`` may be given one more task: it holds fewer than it may still run
+        before ``max_tasks_per_worker`` replaces it, and it is younger than ``max_worker_age``
+        (an old one is left to go idle, and is replaced then)."""
+        if self._max_tasks is not None and w.done_tasks + len(w.tasks) >= self._max_tasks:
+            return False
+        return self._max_age is None or now - w.started < self._max_age
 
     def _feed(self, w: Worker, slot: int, now: float) -> bool:
         """Send ``w`` the next task; False when none can go now."""
