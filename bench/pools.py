@@ -22,7 +22,7 @@ startup  pool constructor -> first no-op result (the package's own import is tim
 profile  (once per procvisor row, after the rest) the no-op submit run under cProfile, in the
          calling thread and the pool's I/O thread: where procvisor's own CPU per task goes.
 
-Tools: procvisor (``procvisor.Pool(workers=2)``, its default ``prefetch=2``), procvisor-pf0
+Tools: procvisor (``procvisor.Pool(workers=2)``, its default ``prefetch=4``), procvisor-pf0
 (the same with ``prefetch=0``: a task only to an idle worker), cf
 (``concurrent.futures.ProcessPoolExecutor``), mp
 (``multiprocessing.Pool``, fork), loky (``loky.get_reusable_executor``), pebble
@@ -72,7 +72,7 @@ OURS = ("procvisor", "procvisor-pf0")
 OWN = (*OURS, "procvisor-cmd")
 """The rows that run with this interpreter."""
 LABELS = {
-    "procvisor": "procvisor.Pool (default, prefetch=2)",
+    "procvisor": "procvisor.Pool (default, prefetch=4)",
     "procvisor-pf0": "procvisor.Pool (prefetch=0)",
     "procvisor-cmd": "procvisor.CommandPool (Python JSON-lines worker)",
     "cf": "concurrent.futures.ProcessPoolExecutor",
@@ -1075,7 +1075,7 @@ def _analysis(
         )
     text.append(
         f"*1 ms tasks*: the workers were on CPU {med(pv, 'busy submit', 'workers_cores')} cores "
-        f"of 2 with the default prefetch=2 and {med(pf0, 'busy submit', 'workers_cores')} with "
+        f"of 2 with the default prefetch=4 and {med(pf0, 'busy submit', 'workers_cores')} with "
         "prefetch=0, where a worker holds one task and waits a full round trip (p50 "
         f"{med(pv, 'noop rtt', 'lat_ms_p50')} ms) after each; the pool's process "
         f"({med(pv, 'busy submit', 'parent_cores')} cores) and the machine's other load take "

@@ -53,7 +53,7 @@ class Pool(Engine, cf.Executor):
             (bytes, or a size such as ``"512M"``).
         max_worker_age: replace a worker older than this (seconds or ``"1h"``), between tasks.
         aging: seconds of waiting that raise a queued task's priority by one level (0: never).
-        prefetch: tasks sent ahead to a busy worker (0 to 8, default 2), to hide the round
+        prefetch: tasks sent ahead to a busy worker (0 to 8, default 4), to hide the round
             trip between two tasks. A task sent ahead is committed to its worker: it runs after
             the task there even if a higher priority task is submitted meanwhile, or another
             worker frees up first. So a worker gets tasks ahead only while its current task
