@@ -22,8 +22,9 @@ startup  pool constructor -> first no-op result (the package's own import is tim
 profile  (once per procvisor row, after the rest) the no-op submit run under cProfile, in the
          calling thread and the pool's I/O thread: where procvisor's own CPU per task goes.
 
-Tools: procvisor (``procvisor.Pool(workers=2)``, default ``prefetch=0``), procvisor-pf2 (the
-same with ``prefetch=2``), cf (``concurrent.futures.ProcessPoolExecutor``), mp
+Tools: procvisor (``procvisor.Pool(workers=2)``, its default ``prefetch=4``), procvisor-pf0
+(the same with ``prefetch=0``: a task only to an idle worker), cf
+(``concurrent.futures.ProcessPoolExecutor``), mp
 (``multiprocessing.Pool``, fork), loky (``loky.get_reusable_executor``), pebble
 (``pebble.ProcessPool``). Runs are interleaved: each repetition runs every configuration with
 every tool, in an order that rotates from one repetition to the next. Before them: a wait for
@@ -64,15 +65,15 @@ QUICK = {
     "startup_reps": 1,
     "load_wait": 0,
 }
-TOOLS = ("procvisor", "procvisor-pf2", "procvisor-cmd", "cf", "mp", "loky", "pebble")
+TOOLS = ("procvisor", "procvisor-pf0", "procvisor-cmd", "cf", "mp", "loky", "pebble")
 PEERS = ("cf", "mp", "loky", "pebble")
-OURS = ("procvisor", "procvisor-pf2")
+OURS = ("procvisor", "procvisor-pf0")
 """The rows the targets are checked on."""
 OWN = (*OURS, "procvisor-cmd")
 """The rows that run with this interpreter."""
 LABELS = {
-    "procvisor": "procvisor.Pool (default, prefetch=0)",
-    "procvisor-pf2": "procvisor.Pool (prefetch=2)",
+    "procvisor": "procvisor.Pool (default, prefetch=4)",
+    "procvisor-pf0": "procvisor.Pool (prefetch=0)",
     "procvisor-cmd": "procvisor.CommandPool (Python JSON-lines worker)",
     "cf": "concurrent.futures.ProcessPoolExecutor",
     "mp": "multiprocessing.Pool",
@@ -81,7 +82,7 @@ LABELS = {
 }
 IMPORTS = {
     "procvisor": "procvisor",
-    "procvisor-pf2": "procvisor",
+    "procvisor-pf0": "procvisor",
     "procvisor-cmd": "procvisor",
     "cf": "concurrent.futures",
     "mp": "multiprocessing",
@@ -170,18 +171,21 @@ class _Loky(_CF):
 
 
 class _Procvisor(_CF):
-    prefetch = 0
+    prefetch: int | None = None  # the pool's default
 
     def create(self, workers: int) -> None:
         t = perf()
         from procvisor.pool import Pool  # noqa: PLC0415 - what procvisor.Pool loads lazily
 
         self.lazy_import_s = perf() - t
-        self.ex = Pool(workers=workers, prefetch=self.prefetch)
+        if self.prefetch is None:
+            self.ex = Pool(workers=workers)
+        else:
+            self.ex = Pool(workers=workers, prefetch=self.prefetch)
 
 
-class _ProcvisorPf2(_Procvisor):
-    prefetch = 2
+class _ProcvisorPf0(_Procvisor):
+    prefetch = 0
 
 
 class _ProcvisorCmd(_CF):
@@ -249,7 +253,7 @@ class _Pebble(_MP):
 
 ADAPTERS: dict[str, type[Any]] = {
     "procvisor": _Procvisor,
-    "procvisor-pf2": _ProcvisorPf2,
+    "procvisor-pf0": _ProcvisorPf0,
     "procvisor-cmd": _ProcvisorCmd,
     "cf": _CF,
     "mp": _MP,
@@ -1051,32 +1055,26 @@ def _analysis(
 
     passed = sum(1 for row in rows if row[3] == "**PASS**")
     text = [f"**Analysis.** {passed} of {len(rows)} target rows pass ({_verdicts(rows)})."]
-    if "procvisor" not in tools or "procvisor-pf2" not in tools:
+    if "procvisor" not in tools or "procvisor-pf0" not in tools:
         return " ".join(text)
-    pv, pf2 = "procvisor", "procvisor-pf2"
+    pv, pf0 = "procvisor", "procvisor-pf0"
     text.append(
         "*No-op throughput* is bounded by the pool's own process, where one GIL serialises "
         "the caller's submits and the pool's threads: it was on CPU "
         + each("noop submit", "parent_cores", among=TOOLS)
         + " cores, so each rate is about 1 / its CPU per task. procvisor spends "
-        f"{med(pv, 'noop submit', 'parent_cpu_us')} µs per task (prefetch=2: "
-        f"{med(pf2, 'noop submit', 'parent_cpu_us')}), of which the caller's thread, "
+        f"{med(pv, 'noop submit', 'parent_cpu_us')} µs per task (prefetch=0: "
+        f"{med(pf0, 'noop submit', 'parent_cpu_us')}), of which the caller's thread, "
         f"submitting, {med(pv, 'noop submit', 'caller_cpu_us')} and the pool's threads the "
         f"rest; multiprocessing.Pool {med('mp', 'noop submit', 'parent_cpu_us')} (caller "
         f"{med('mp', 'noop submit', 'caller_cpu_us')})."
     )
-    if pv in profiles and pf2 in profiles:
-        c, c2 = profiles[pv]["counts"], profiles[pf2]["counts"]
+    if pv in profiles and pf0 in profiles:
+        c, c0 = profiles[pv]["counts"], profiles[pf0]["counts"]
         text.append(
             f"Per task, procvisor's I/O thread makes {c['write']:.2f} write(2), "
-            f"{c['read']:.2f} read(2) and {c['epoll']:.2f} epoll waits (prefetch=2: "
-            f"{c2['write']:.2f}, {c2['read']:.2f}, {c2['epoll']:.2f})"
-            + (
-                ": with prefetch the results come back batched, but each task is still a "
-                "write of its own (`_send` flushes every task as it queues it)"
-                if c2["write"] >= 0.9 and c2["read"] < 0.8 * c2["write"]
-                else ""
-            )
+            f"{c['read']:.2f} read(2) and {c['epoll']:.2f} epoll waits (prefetch=0: "
+            f"{c0['write']:.2f}, {c0['read']:.2f}, {c0['epoll']:.2f})"
             + "; the rest is bookkeeping of a few µs each (profile table: the queue's `pop`, "
             "`_dispatch`, `_send`, `_flush`, the Future)"
             + (
@@ -1091,8 +1089,8 @@ def _analysis(
         )
     text.append(
         f"*1 ms tasks*: the workers were on CPU {med(pv, 'busy submit', 'workers_cores')} cores "
-        f"of 2 with prefetch=0 and {med(pf2, 'busy submit', 'workers_cores')} with prefetch=2: "
-        "with prefetch=0 a worker holds one task and waits a full round trip (p50 "
+        f"of 2 with the default prefetch=4 and {med(pf0, 'busy submit', 'workers_cores')} with "
+        "prefetch=0, where a worker holds one task and waits a full round trip (p50 "
         f"{med(pv, 'noop rtt', 'lat_ms_p50')} ms) after each; the pool's process "
         f"({med(pv, 'busy submit', 'parent_cores')} cores) and the machine's other load take "
         "CPU from the spinning workers on 2 cores"
@@ -1115,7 +1113,7 @@ def _analysis(
     )
     text.append(
         f"*Round trip*: p50 {med(pv, 'noop rtt', 'lat_ms_p50')} ms, p99 "
-        f"{med(pv, 'noop rtt', 'lat_ms_p99')} (prefetch=2: {med(pf2, 'noop rtt', 'lat_ms_p99')}) "
+        f"{med(pv, 'noop rtt', 'lat_ms_p99')} (prefetch=0: {med(pf0, 'noop rtt', 'lat_ms_p99')}) "
         f"against p99 {each('noop rtt', 'lat_ms_p99')}; a p99 of a few thousand sub-ms round "
         "trips on a shared 2-core machine is mostly scheduling noise. *Start*: procvisor's "
         "workers are fresh interpreters, never a fork of the caller: `python -c pass` takes "

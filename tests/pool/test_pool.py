@@ -109,6 +109,15 @@ def let_time_pass(seconds: float) -> None:
     wait_for(lambda: time.monotonic() >= end, timeout=seconds + 1)
 
 
+def hold_one_of_two(pool: Pool, gate: Gate) -> concurrent.futures.Future[object]:
+    """Wait until both workers of ``pool`` take tasks, then hold one of them with ``gate``."""
+    # A short burst lands on each of them.
+    wait_for(lambda: set(pool.map(tasks.pid_after, [0.05] * 4)) == set(pool.pids()))
+    held = pool.submit(tasks.hold, *gate.args("held"), "held")
+    gate.wait_started("held")
+    return held
+
+
 def read_pid(path: Path) -> int:
     """Wait for a task to write its pid (atomically) to ``path`` and return it."""
     return int(wait_for(lambda: path.exists() and path.read_text()))
@@ -169,6 +178,18 @@ def test_futures_work_with_as_completed_and_wait() -> None:
         assert sorted(f.result() for f in done) == [0, 1, 2, 3]
 
 
+def test_a_done_callback_may_submit_to_the_same_pool() -> None:
+    # Futures are resolved after the pool's lock is released: a callback that submits a
+    # follow-up task must not deadlock the pool's thread.
+    with Pool(workers=1) as pool:
+        chained: concurrent.futures.Future[concurrent.futures.Future[int]] = (
+            concurrent.futures.Future()
+        )
+        first = pool.submit(tasks.add, 1, 2)
+        first.add_done_callback(lambda f: chained.set_result(pool.submit(tasks.add, f.result(), 1)))
+        assert chained.result(timeout=5).result(timeout=5) == 4
+
+
 def test_wait_returns_at_the_first_exception(tmp_path: Path) -> None:
     with Pool(workers=2) as pool, Gate(tmp_path) as gate:
         held = pool.submit(tasks.hold, *gate.args("h"))
@@ -223,10 +244,7 @@ def test_a_queued_task_runs_on_the_worker_that_frees_up_not_behind_a_held_one(
     tmp_path: Path,
 ) -> None:
     with Pool(workers=2) as pool, Gate(tmp_path) as gate:
-        # Both workers up and taking tasks: a short burst lands on each of them.
-        wait_for(lambda: set(pool.map(tasks.pid_after, [0.05] * 4)) == set(pool.pids()))
-        held = pool.submit(tasks.hold, *gate.args("held"), "held")
-        gate.wait_started("held")
+        held = hold_one_of_two(pool, gate)
         short = pool.submit(tasks.sleep_then, 0.2, "short")
         queued = pool.submit(tasks.add, 1, 1)
         assert short.result(timeout=5) == "short"
@@ -236,7 +254,9 @@ def test_a_queued_task_runs_on_the_worker_that_frees_up_not_behind_a_held_one(
 
 def test_a_cancelled_queued_task_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    with Pool(workers=1) as pool, Gate(tmp_path) as gate:
+    # prefetch=0: a task sent ahead to a busy worker counts as running, and a running
+    # future cannot be cancelled (as with ProcessPoolExecutor's call queue).
+    with Pool(workers=1, prefetch=0) as pool, Gate(tmp_path) as gate:
         blocker = pool.submit(tasks.hold, *gate.args("b"))
         gate.wait_started("b")
         queued = pool.submit(tasks.touch, str(marker))
@@ -275,7 +295,7 @@ def test_shutdown_waits_for_submitted_tasks() -> None:
 
 
 def test_shutdown_with_cancel_futures_cancels_the_queued_tasks(tmp_path: Path) -> None:
-    pool = Pool(workers=1)
+    pool = Pool(workers=1, prefetch=0)  # what was sent ahead is running: not cancellable
     with Gate(tmp_path) as gate:
         try:
             blocker = pool.submit(tasks.hold, *gate.args("b"), "finished")
@@ -590,7 +610,8 @@ def test_higher_priorities_run_first_and_each_level_is_fifo(tmp_path: Path) -> N
         ("l2", 1),
         ("n3", "NORMAL"),
     ]
-    with Pool(workers=1) as pool, Gate(tmp_path) as gate:
+    # prefetch=0: strict priority order (what was sent ahead is committed to its worker).
+    with Pool(workers=1, prefetch=0) as pool, Gate(tmp_path) as gate:
         blocker = pool.submit(tasks.hold, *gate.args("b"))
         gate.wait_started("b")
         futs = []
@@ -604,6 +625,49 @@ def test_higher_priorities_run_first_and_each_level_is_fifo(tmp_path: Path) -> N
         blocker.result(timeout=5)
         assert [f.result(timeout=5) for f in futs] == [name for name, _ in queued]
     assert log.read_text().split() == ["c1", "c2", "h1", "n1", "n2", "n3", "l1", "l2", "b1"]
+
+
+def test_a_priority_task_submitted_later_waits_behind_at_most_the_tasks_sent_ahead(
+    tmp_path: Path,
+) -> None:
+    # By default a busy worker is sent up to 4 tasks ahead; those are committed to it, but a
+    # higher priority task still goes before everything that is only queued.
+    log = tmp_path / "order"
+    lows = [f"l{i}" for i in range(10)]
+    with Pool(workers=1) as pool, Gate(tmp_path) as gate:
+        blocker = pool.submit(tasks.hold, *gate.args("b"))
+        futs = [pool.schedule(tasks.append, args=(str(log), n), priority="low") for n in lows]
+        gate.wait_started("b")
+        high = pool.schedule(tasks.append, args=(str(log), "h"), priority="high")
+        gate.open()
+        blocker.result(timeout=5)
+        assert high.result(timeout=5) == "h"
+        assert [f.result(timeout=5) for f in futs] == lows
+    order = log.read_text().split()
+    assert order.index("h") <= 4
+    assert [name for name in order if name != "h"] == lows
+
+
+def test_tasks_submitted_while_a_long_task_runs_are_not_sent_ahead_behind_it(
+    tmp_path: Path,
+) -> None:
+    with Pool(workers=2) as pool, Gate(tmp_path) as gate:
+        held = hold_one_of_two(pool, gate)
+        let_time_pass(0.05)  # it has run for longer than a task worth sending ahead behind
+        shorts = [pool.submit(tasks.sleep_then, 0.02, i) for i in range(6)]
+        assert [f.result(timeout=5) for f in shorts] == list(range(6))
+        assert not held.done()
+
+
+def test_a_short_task_is_answered_before_a_long_one_sent_ahead_behind_it_runs() -> None:
+    # Each task is answered before the next starts: the short task's result does not wait for
+    # the long one, and its timeout is not charged with the long one's time.
+    with Pool(workers=1) as pool:
+        pool.submit(tasks.add, 0, 0).result(timeout=5)  # the worker is up
+        short = pool.schedule(tasks.add, args=(1, 2), timeout=1.0)
+        long = pool.submit(tasks.sleep_then, 2.0, "long")
+        assert short.result(timeout=1.5) == 3
+        assert long.result(timeout=5) == "long"
 
 
 def test_an_unknown_priority_is_a_value_error() -> None:
@@ -755,6 +819,13 @@ def test_max_tasks_per_worker_replaces_a_worker_after_that_many_tasks() -> None:
         wait_for(lambda: not any(pid_alive(p) for p in pids[:4]))
 
 
+def test_max_tasks_per_worker_holds_when_tasks_are_sent_ahead() -> None:
+    # A burst is sent ahead to the busy worker; never more than it may still run.
+    with Pool(workers=1, max_tasks_per_worker=2) as pool:
+        pids = [f.result(timeout=10) for f in [pool.submit(tasks.pid) for _ in range(12)]]
+        assert max(pids.count(p) for p in pids) == 2
+
+
 @pytest.mark.parametrize("limit", ["50M", 50 * 1024 * 1024])
 def test_a_worker_over_max_memory_is_recycled_after_its_task(limit: int | str) -> None:
     with Pool(workers=1, max_memory_per_worker=limit) as pool:
@@ -774,6 +845,14 @@ def test_a_worker_older_than_max_worker_age_is_replaced_between_tasks() -> None:
         wait_for(lambda: pool.submit(tasks.pid).result(timeout=5) != first)
         wait_for(lambda: not pid_alive(first))
         assert pool.stats().workers_recycled >= 1
+
+
+def test_a_worker_kept_busy_is_still_replaced_once_past_max_worker_age() -> None:
+    # A deep queue keeps tasks sent ahead to the worker: it must still get an idle moment.
+    with Pool(workers=1, max_worker_age=0.3) as pool:
+        futures = [pool.submit(tasks.pid_after, 0.005) for _ in range(300)]
+        pids = [f.result(timeout=20) for f in futures]
+        assert len(set(pids)) >= 2
 
 
 def test_max_worker_age_never_interrupts_a_running_task() -> None:

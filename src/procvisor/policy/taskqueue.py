@@ -110,6 +110,8 @@ def effective_priority(base: Priority, enqueued: float, now: float, aging: float
 
 
 def _check_time(value: float, name: str) -> float:
+    if type(value) is float and math.isfinite(value):  # what time.monotonic() gives: fast
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{name}: {value!r} must be a finite number; pass time.monotonic()")
     return value
@@ -187,6 +189,7 @@ class TaskQueue(Generic[T]):
         self._levels: list[list[tuple[float, int, QueuedTask[T]]]] = [[] for _ in Priority]
         self._deadlines: list[tuple[float, int, QueuedTask[T]]] = []
         self._counts = [0] * len(Priority)
+        self._size = 0  # sum(self._counts), kept as it changes: the pool asks it often
         self._dead = 0  # entries in the heaps whose task has left the queue
         self._seq = 0
         self._token = object()  # tells this queue's handles from another queue's
@@ -197,7 +200,7 @@ class TaskQueue(Generic[T]):
         return self._aging
 
     def __len__(self) -> int:
-        return sum(self._counts)
+        return self._size
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{p.name.lower()}={self._counts[p]}" for p in reversed(Priority))
@@ -230,7 +233,7 @@ class TaskQueue(Generic[T]):
         Raises:
             ValueError: a bad priority, or ``now`` or ``deadline`` is not a finite number.
         """
-        level = parse_priority(priority)
+        level = priority if type(priority) is Priority else parse_priority(priority)
         _check_time(now, "now")
         if deadline is not None:
             _check_time(deadline, "deadline")
@@ -240,6 +243,7 @@ class TaskQueue(Generic[T]):
             heapq.heappush(self._deadlines, (deadline, self._seq, task))
         self._seq += 1
         self._counts[level] += 1
+        self._size += 1
         return task
 
     def pop(self, now: float) -> tuple[QueuedTask[T] | None, list[QueuedTask[T]]]:
@@ -255,19 +259,25 @@ class TaskQueue(Generic[T]):
         """
         expired = self.expire(now)
         # The head of each level's heap is its best task (see the module docstring); rank the
-        # heads by (effective priority, earlier push time, earlier push).
-        best: tuple[int, float, int] | None = None
-        best_level = -1
-        for level, heap in enumerate(self._levels):
-            self._drop_dead_heads(heap)
-            if heap:
+        # heads by (effective priority, earlier push time, earlier push). Levels without a
+        # queued task are skipped (their dead entries wait for a compaction); when one level
+        # alone has tasks, its head is the answer.
+        levels = [level for level, n in enumerate(self._counts) if n]
+        if not levels:
+            return None, expired
+        best_level = levels[0]
+        if len(levels) > 1:
+            best: tuple[int, float, int] | None = None
+            for level in levels:
+                heap = self._levels[level]
+                self._drop_dead_heads(heap)
                 enqueued, seq, task = heap[0]
                 rank = (self.effective_priority(task, now), -enqueued, -seq)
                 if best is None or rank > best:
                     best, best_level = rank, level
-        if best is None:
-            return None, expired
-        _, _, task = heapq.heappop(self._levels[best_level])
+        heap = self._levels[best_level]
+        self._drop_dead_heads(heap)
+        _, _, task = heapq.heappop(heap)
         self._take(task)
         if task.deadline is not None:
             self._dead += 1  # its entry in the deadline heap
@@ -325,6 +335,7 @@ class TaskQueue(Generic[T]):
     def _take(self, task: QueuedTask[T]) -> None:
         task._queued = False
         self._counts[task.priority] -= 1
+        self._size -= 1
 
     def _drop_dead_heads(self, heap: list[tuple[float, int, QueuedTask[T]]]) -> None:
         while heap and not heap[0][2]._queued:

@@ -63,8 +63,12 @@ class Pool(Engine, cf.Executor):
             forked, after a task (bytes, or a size such as ``"512M"``).
         max_worker_age: replace a worker older than this (seconds or ``"1h"``), between tasks.
         aging: seconds of waiting that raise a queued task's priority by one level (0: never).
-        prefetch: tasks sent ahead to a busy worker (0 to 8); more hides the round trip, less
-            keeps priorities and timeouts tighter.
+        prefetch: tasks sent ahead to a busy worker (0 to 8, default 4), to hide the round
+            trip between two tasks. A task sent ahead is committed to its worker: it runs after
+            the task there even if a higher priority task is submitted meanwhile, or another
+            worker frees up first. So a worker gets tasks ahead only while its current task
+            started less than 10 ms ago, and tasks with a deadline are never sent ahead;
+            ``prefetch=0`` sends a task only to an idle worker, for strict priority order.
 
     Raises:
         ValueError: a size, limit, duration or ``start_method`` is invalid (the message names

@@ -151,7 +151,8 @@ def _serve(rfd: int, wfd: int) -> None:
         data = os.read(rfd, 1 << 16)
         if not data:
             os._exit(0)
-        out: list[bytes] = []
+        # Each answer goes out before the next task starts: a task sent ahead may run long,
+        # and the pool times each task from the answer of the one before it.
         for msg in reader.feed(data):
             kind = msg[0]
             if kind == CALL:
@@ -167,16 +168,19 @@ def _serve(rfd: int, wfd: int) -> None:
                 except BaseException as exc:
                     if isinstance(exc, SystemExit | KeyboardInterrupt):
                         exc = RuntimeError(f"task raised {type(exc).__name__}: {exc}")
-                    out.append(frame(_error_reply(task_id, exc, _rss() - base if measure else 0)))
+                    _write_all(
+                        wfd, frame(_error_reply(task_id, exc, _rss() - base if measure else 0))
+                    )
                     continue
                 rss = _rss() - base if measure else 0
                 try:
-                    out.append(frame(dumps((OK, task_id, result, rss))))
+                    answer = frame(dumps((OK, task_id, result, rss)))
                 except Exception as exc:
                     err = TypeError(
                         f"the task's result ({type(result).__name__}) cannot be pickled: {exc}"
                     )
-                    out.append(frame(_error_reply(task_id, err, rss)))
+                    answer = frame(_error_reply(task_id, err, rss))
+                _write_all(wfd, answer)
             elif kind == INIT:
                 try:
                     initializer, initargs = pickle.loads(msg[1])
@@ -186,9 +190,7 @@ def _serve(rfd: int, wfd: int) -> None:
                     tb = _format(exc)
                     _write_all(wfd, frame(dumps((INIT_FAILED, tb))))
                     os._exit(1)
-                out.append(frame(dumps((READY, os.getpid()))))
-        if out:
-            _write_all(wfd, b"".join(out))
+                _write_all(wfd, frame(dumps((READY, os.getpid()))))
 
 
 # -- the fork server ------------------------------------------------------------------------
