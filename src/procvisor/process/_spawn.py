@@ -66,6 +66,8 @@ def _split(cmd: CommandLike, shell: bool) -> tuple[str, ...]:
             return tuple(shlex.split(cmd))
         except ValueError as exc:
             raise ValueError(f"cmd: {cmd!r} cannot be split into arguments: {exc}") from None
+    if isinstance(cmd, list | tuple) and all(type(arg) is str for arg in cmd):
+        return tuple(cmd)  # the common case, without a check per argument
     if not isinstance(cmd, Sequence):
         raise TypeError(f"cmd must be a str or a sequence of str, not {type(cmd).__name__}")
     out = []
@@ -102,20 +104,20 @@ def _build_env(env: Mapping[str, str] | None, inherit_env: bool) -> Mapping[byte
     return merged
 
 
-_which_cache: dict[tuple[str, str], str] = {}
+_which_cache: dict[tuple[str, bytes | None], str] = {}
 
 
-def _which(program: str, search: str) -> str | None:
-    """``shutil.which``, remembered per (program, PATH) like a shell's hash table.
+def _which(program: str, path: bytes | None) -> str | None:
+    """``shutil.which`` in ``path`` (a PATH value), remembered like a shell's hash table.
 
     A remembered path is checked to still be executable on every use; a program newly
     installed earlier in PATH is found once the remembered one disappears.
     """
-    key = (program, search)
+    key = (program, path)
     found = _which_cache.get(key)
     if found is not None and os.access(found, os.X_OK):
         return found
-    found = shutil.which(program, path=search)
+    found = shutil.which(program, path=_search_path(path))
     if found is not None:
         if len(_which_cache) > 512:
             _which_cache.clear()
@@ -123,18 +125,17 @@ def _which(program: str, search: str) -> str | None:
     return found
 
 
-def _env_path(env: Mapping[bytes, bytes]) -> str:
-    raw = env.get(b"PATH")
-    return os.fsdecode(raw) if raw is not None else os.defpath
+def _search_path(path: bytes | None) -> str:
+    return os.fsdecode(path) if path is not None else os.defpath
 
 
 def _resolve(program: str, env: Mapping[bytes, bytes], command: tuple[str, ...]) -> str:
     if "/" in program:
         path = program
     else:
-        search = _env_path(env)
-        found = _which(program, search)
+        found = _which(program, env.get(b"PATH"))
         if found is None:
+            search = _search_path(env.get(b"PATH"))
             if shutil.which(program, mode=os.F_OK, path=search) is not None:
                 raise SpawnError(
                     f"{program!r} was found in PATH but is not executable; chmod +x it",
@@ -167,9 +168,7 @@ def _resolve(program: str, env: Mapping[bytes, bytes], command: tuple[str, ...])
     return path
 
 
-def _resolve_user(user: str | int | None, command: tuple[str, ...]) -> int | None:
-    if user is None:
-        return None
+def _resolve_user(user: str | int, command: tuple[str, ...]) -> int:
     try:
         return pwd.getpwnam(user).pw_uid if isinstance(user, str) else pwd.getpwuid(user).pw_uid
     except (KeyError, OverflowError):
@@ -180,9 +179,7 @@ def _resolve_user(user: str | int | None, command: tuple[str, ...]) -> int | Non
         ) from None
 
 
-def _resolve_group(group: str | int | None, command: tuple[str, ...]) -> int | None:
-    if group is None:
-        return None
+def _resolve_group(group: str | int, command: tuple[str, ...]) -> int:
     try:
         return grp.getgrnam(group).gr_gid if isinstance(group, str) else grp.getgrgid(group).gr_gid
     except (KeyError, OverflowError):
@@ -193,9 +190,7 @@ def _resolve_group(group: str | int | None, command: tuple[str, ...]) -> int | N
         ) from None
 
 
-def _parse_umask(umask: int | str | None) -> int | None:
-    if umask is None:
-        return None
+def _parse_umask(umask: int | str) -> int:
     try:
         value = int(umask, 8) if isinstance(umask, str) else int(umask)
     except ValueError:
@@ -226,8 +221,9 @@ def prepare(
     args = _split(cmd, shell)
     if not args or not args[0]:
         raise ValueError("cmd is empty: give the program to run and its arguments")
-    for i, arg in enumerate(args):
-        _check_text(arg, f"cmd[{i}]")
+    if "\0" in "".join(args):  # rare: find the argument, for the message
+        for i, arg in enumerate(args):
+            _check_text(arg, f"cmd[{i}]")
     if limits is not None and not isinstance(limits, Limits):
         raise TypeError(f"limits must be a procvisor.Limits, not {type(limits).__name__}")
     full_env = _build_env(env, inherit_env)
@@ -243,8 +239,8 @@ def prepare(
                 errno=_errno.ENOENT,
             )
     executable = _resolve(args[0], full_env, args)
-    uid = _resolve_user(user, args)
-    gid = _resolve_group(group, args)
+    uid = None if user is None else _resolve_user(user, args)
+    gid = None if group is None else _resolve_group(group, args)
     extra_groups = None
     if uid is not None:
         # Like login(1): the user's primary group and supplementary groups, never root's.
@@ -270,7 +266,7 @@ def prepare(
         uid=uid,
         gid=gid,
         extra_groups=extra_groups,
-        umask=_parse_umask(umask),
+        umask=None if umask is None else _parse_umask(umask),
         limits=limits,
         as_root=as_root,
     )
