@@ -48,7 +48,15 @@ class PreparedCommand:
     extra_groups: tuple[int, ...] | None
     umask: int | None
     limits: Limits | None
-    as_root: bool
+
+    @property
+    def as_root(self) -> bool:
+        """Whether it runs as root: its own uid, else this process's effective uid.
+
+        Asked only where limits are set (root is exempt from ``RLIMIT_NPROC``), so a run
+        without limits makes no ``geteuid`` call.
+        """
+        return (self.uid if self.uid is not None else os.geteuid()) == 0
 
     @property
     def mechanisms(self) -> dict[str, str]:
@@ -247,17 +255,17 @@ def prepare(
         entry = pwd.getpwuid(uid)
         gid = entry.pw_gid if gid is None else gid
         extra_groups = tuple(os.getgrouplist(entry.pw_name, gid))
-    euid = os.geteuid()
-    other = (uid is not None and uid != euid) or (gid is not None and gid != os.getegid())
-    if other and euid != 0:
-        raise SpawnError(
-            "running a command as another user or group needs root; "
-            "drop user/group or start procvisor as root",
-            reason="permission_denied",
-            command=args,
-            errno=_errno.EPERM,
-        )
-    as_root = (uid if uid is not None else euid) == 0
+    if uid is not None or gid is not None:
+        euid = os.geteuid()
+        other = (uid is not None and uid != euid) or (gid is not None and gid != os.getegid())
+        if other and euid != 0:
+            raise SpawnError(
+                "running a command as another user or group needs root; "
+                "drop user/group or start procvisor as root",
+                reason="permission_denied",
+                command=args,
+                errno=_errno.EPERM,
+            )
     return PreparedCommand(
         args=args,
         executable=executable,
@@ -268,7 +276,6 @@ def prepare(
         extra_groups=extra_groups,
         umask=None if umask is None else _parse_umask(umask),
         limits=limits,
-        as_root=as_root,
     )
 
 
