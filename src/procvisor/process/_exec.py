@@ -60,6 +60,7 @@ class Execution:
         "_max_procs",
         "_next_sample",
         "_pending_input",
+        "_timed",
         "_timeout_at",
         "_wall_at",
         "commands",
@@ -122,6 +123,10 @@ class Execution:
             self._max_procs = limits.sampled_processes(as_root=self.commands[0].as_root)
             if self._max_procs is not None:
                 self._next_sample = self.started
+        # Without a timeout, wall_time or sampled limit, the only timer is the group check.
+        self._timed = (
+            timeout is not None or self._wall_at is not None or self._max_procs is not None
+        )
         self._group_check_at: float | None = None
         self._group_poll = 0.001
         self._group_empty = False
@@ -361,14 +366,8 @@ class Execution:
         """
         if self.done:
             return None
-        if self.stopping is None:
-            if self._timeout_at is not None and now >= self._timeout_at:
-                self.begin_stop("timeout")
-            elif self._wall_at is not None and now >= self._wall_at:
-                self.limit_observed = now - self.started
-                self.begin_stop("wall_time")
-            elif self._next_sample is not None and now >= self._next_sample:
-                self._sample(now)
+        if self.stopping is None and self._timed:
+            self._check_deadlines(now)
         if self._kill_at is not None and not self._killed and now >= self._kill_at:
             self._killed = True
             signal_group(self.pgid, signal.SIGKILL)
@@ -380,15 +379,27 @@ class Execution:
             if self._group_empty:
                 self._finish()
                 return None
-        wake = self._group_check_at
-        for t in (
-            (self._timeout_at, self._wall_at, self._next_sample)
-            if self.stopping is None
-            else (None if self._killed else self._kill_at,)
-        ):
-            if t is not None and (wake is None or t < wake):
-                wake = t
-        return wake
+        if self.stopping is None:
+            if not self._timed:
+                return self._group_check_at
+            times: tuple[float | None, ...] = (
+                self._group_check_at,
+                self._timeout_at,
+                self._wall_at,
+                self._next_sample,
+            )
+        else:
+            times = (self._group_check_at, None if self._killed else self._kill_at)
+        return min((t for t in times if t is not None), default=None)
+
+    def _check_deadlines(self, now: float) -> None:
+        if self._timeout_at is not None and now >= self._timeout_at:
+            self.begin_stop("timeout")
+        elif self._wall_at is not None and now >= self._wall_at:
+            self.limit_observed = now - self.started
+            self.begin_stop("wall_time")
+        elif self._next_sample is not None and now >= self._next_sample:
+            self._sample(now)
 
     def _sample(self, now: float) -> None:
         assert self._max_procs is not None

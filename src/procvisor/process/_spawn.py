@@ -74,8 +74,8 @@ def _split(cmd: CommandLike, shell: bool) -> tuple[str, ...]:
             return tuple(shlex.split(cmd))
         except ValueError as exc:
             raise ValueError(f"cmd: {cmd!r} cannot be split into arguments: {exc}") from None
-    if isinstance(cmd, list | tuple) and all(type(arg) is str for arg in cmd):
-        return tuple(cmd)  # the common case, without a check per argument
+    if isinstance(cmd, list | tuple) and all(map(str.__instancecheck__, cmd)):
+        return tuple(cmd)  # the common case, checked in one C loop
     if not isinstance(cmd, Sequence):
         raise TypeError(f"cmd must be a str or a sequence of str, not {type(cmd).__name__}")
     out = []
