@@ -60,6 +60,7 @@ class Execution:
         "_max_procs",
         "_next_sample",
         "_pending_input",
+        "_spawned",
         "_timed",
         "_timeout_at",
         "_wall_at",
@@ -105,6 +106,7 @@ class Execution:
         self.grace = grace
         self.timeout = timeout
         self.stages: list[_Stage] = []
+        self._spawned: list[int] = []  # every pid started, recorded even if interrupted
         self.pgid = 0
         self.started = time.monotonic()
         self.done = False
@@ -195,7 +197,14 @@ class Execution:
                         stage_err = TailBuffer(max_output)
                         self._add_reader(r, stage_err)
                 pgroup = None if n == 1 else (0 if i == 0 else self.pgid)
-                pid = spawn(command, stdin=stdin, stdout=stdout, stderr=stderr, pgroup=pgroup)
+                pid = spawn(
+                    command,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    pgroup=pgroup,
+                    started=self._spawned,
+                )
                 if i == 0:
                     self.pgid = pid
                 stage = _Stage(command, pid, ExitWatch(pid), stage_err)
@@ -250,6 +259,8 @@ class Execution:
 
     def _abort(self) -> None:
         """A later stage failed to start: kill and reap what did start, close our fds."""
+        if not self.pgid and self._spawned:  # interrupted before it was recorded
+            self.pgid = self._spawned[0]
         if self.pgid:
             signal_group(self.pgid, signal.SIGKILL)
         for stage in self.stages:

@@ -15,6 +15,7 @@ Every check that can fail is made in the parent first, so errors are specific.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import grp
 import os
 import pwd
@@ -333,12 +334,16 @@ def spawn(
     stdout: int | Literal["inherit", "devnull"],
     stderr: int | Literal["inherit", "devnull", "stdout"],
     pgroup: int | None = None,
+    started: list[int] | None = None,
 ) -> int:
     """Start ``command`` and return its pid.
 
     ``stdin``/``stdout``/``stderr`` are fds to give the child (the caller closes its copies),
     or a keyword. ``pgroup=None`` puts the child in a new session (and group); ``0`` makes it
-    the leader of a new group in this session; another number joins that group.
+    the leader of a new group in this session; another number joins that group. The pid is
+    also appended to ``started``, by C code on the posix_spawn path: a KeyboardInterrupt,
+    which Python raises at the first bytecode after a call returns, cannot come between the
+    child's start and that record, so the caller can always stop what it started.
 
     Raises:
         SpawnError: the kernel refused to start it.
@@ -375,26 +380,21 @@ def spawn(
                     actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
                 elif isinstance(spec, int):
                     actions.append((os.POSIX_SPAWN_DUP2, spec, target))
-            if pgroup is None:
-                return os.posix_spawn(
-                    executable,
-                    args,
-                    command.env,
-                    file_actions=actions,
-                    setsid=True,
-                    setsigdef=_RESET_SIGNALS,
-                    setsigmask=(),
-                )
-            return os.posix_spawn(
-                executable,
-                args,
-                command.env,
+            group = {"setsid": True} if pgroup is None else {"setpgroup": pgroup}
+            call = functools.partial(
+                os.posix_spawn,
                 file_actions=actions,
-                setpgroup=pgroup,
                 setsigdef=_RESET_SIGNALS,
                 setsigmask=(),
+                **group,
             )
-        return _popen(command, executable, args, stdin, stdout, stderr, pgroup, preexec)
+            pids = [] if started is None else started
+            pids.extend(map(call, (executable,), (args,), (command.env,)))  # C only: see above
+            return pids[-1]
+        pid = _popen(command, executable, args, stdin, stdout, stderr, pgroup, preexec)
+        if started is not None:
+            started.append(pid)
+        return pid
     except OSError as exc:
         raise _spawn_error(exc, command) from None
 
