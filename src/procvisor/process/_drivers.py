@@ -22,35 +22,36 @@ from procvisor.process._exec import Execution
 from procvisor.process._hub import get_hub
 
 
+def _watch(ex: Execution) -> select.poll:
+    """A poll object watching every fd ``ex`` has open now."""
+    poller = select.poll()
+    for fd in ex.read_fds():
+        poller.register(fd, select.POLLIN)
+    if ex.stdin_fd is not None:
+        poller.register(ex.stdin_fd, select.POLLOUT)
+    return poller
+
+
 def drive_steps(ex: Execution) -> Iterator[None]:
     """Drive ``ex`` in this thread, yielding after each round of events until it is done."""
-    poller = select.poll()
-    registered: dict[int, int] = {}
+    poller = _watch(ex)
     interrupt: KeyboardInterrupt | None = None
     while True:
         try:
             wake = ex.tick(time.monotonic())
             if ex.done:
                 break
-            wanted = dict.fromkeys(ex.read_fds(), select.POLLIN)
-            if ex.stdin_fd is not None:
-                wanted[ex.stdin_fd] = select.POLLOUT
-            for fd in registered.keys() - wanted.keys():
-                poller.unregister(fd)
-            for fd, mask in wanted.items():
-                if registered.get(fd) != mask:
-                    poller.register(fd, mask)
-            registered = wanted
             timeout = None
             if wake is not None:
                 timeout = max(0, math.ceil((wake - time.monotonic()) * 1000))
-            for fd, events in poller.poll(timeout):
-                if events & select.POLLOUT:
-                    ex.on_writable(fd)
-                else:
-                    ex.on_readable(fd)
+            for fd, _ in poller.poll(timeout):
+                # The fds only go away here, reported by the handler that closed them.
+                if ex.on_writable(fd) if fd == ex.stdin_fd else ex.on_readable(fd):
+                    poller.unregister(fd)
             yield
         except KeyboardInterrupt as exc:
+            # It may have landed between an fd's close and its unregister: watch afresh.
+            poller = _watch(ex)
             if interrupt is None:
                 interrupt = exc
                 ex.begin_stop("interrupted")
@@ -77,48 +78,45 @@ def drive_sync(ex: Execution) -> None:
 class AsyncDriver:
     """Drives ``ex`` from the running loop's callbacks; :attr:`done` completes with it."""
 
-    __slots__ = ("_hub", "_loop", "_readers", "_timer", "_timer_at", "_writer", "done", "ex")
+    __slots__ = ("_fds", "_hub", "_loop", "_timer", "_timer_at", "done", "ex")
 
     def __init__(self, ex: Execution) -> None:
         self.ex = ex
         self._loop = asyncio.get_running_loop()
-        self._hub = get_hub()
+        self._hub = hub = get_hub()
         self.done: asyncio.Future[None] = self._loop.create_future()
-        self._readers: set[int] = set()
-        self._writer: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        # Every fd ex has open; they only go away as _on_read/_on_write report it, or at the end.
+        self._fds = set(ex.read_fds())
+        for fd in self._fds:
+            hub.register(fd, False, self._on_read)
+        if ex.stdin_fd is not None:
+            self._fds.add(ex.stdin_fd)
+            hub.register(ex.stdin_fd, True, self._on_write)
         self.step()
 
     def _on_read(self, fd: int) -> None:
-        self.ex.on_readable(fd)
+        if self.ex.on_readable(fd):
+            self._forget(fd)
         self.step()
 
     def _on_write(self, fd: int) -> None:
-        self.ex.on_writable(fd)
+        if self.ex.on_writable(fd):
+            self._forget(fd)
         self.step()
 
+    def _forget(self, fd: int) -> None:
+        self._hub.unregister(fd)
+        self._fds.discard(fd)
+
     def step(self) -> None:
-        """Advance the execution and re-arm fds and the timer (called after every event)."""
+        """Advance the execution and re-arm the timer (called after every event)."""
         if self.done.done():
             return
-        ex, hub = self.ex, self._hub
+        ex = self.ex
         try:
             wake = ex.tick(time.monotonic())
-            wanted = set() if ex.done else set(ex.read_fds())
-            if wanted != self._readers:
-                for fd in self._readers - wanted:
-                    hub.unregister(fd)
-                for fd in wanted - self._readers:
-                    hub.register(fd, False, self._on_read)
-                self._readers = wanted
-            writer = None if ex.done else ex.stdin_fd
-            if writer != self._writer:
-                if self._writer is not None:
-                    hub.unregister(self._writer)
-                if writer is not None:
-                    hub.register(writer, True, self._on_write)
-                self._writer = writer
         except Exception as exc:
             # Never leave a group running because bookkeeping failed: kill it, report it.
             ex.kill()
@@ -144,12 +142,9 @@ class AsyncDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for fd in self._readers:
+        for fd in self._fds:
             self._hub.unregister(fd)
-        self._readers = set()
-        if self._writer is not None:
-            self._hub.unregister(self._writer)
-            self._writer = None
+        self._fds.clear()
         if not self.done.done():
             if exc is None:
                 self.done.set_result(None)

@@ -50,6 +50,36 @@ class _Stage:
 class Execution:
     """Children of one process group, their pipes, and the stop sequence."""
 
+    __slots__ = (
+        "_exits",
+        "_group_check_at",
+        "_group_empty",
+        "_group_poll",
+        "_kill_at",
+        "_killed",
+        "_max_procs",
+        "_next_sample",
+        "_pending_input",
+        "_spawned",
+        "_timed",
+        "_timeout_at",
+        "_wall_at",
+        "commands",
+        "done",
+        "grace",
+        "limit_observed",
+        "lines",
+        "pgid",
+        "readers",
+        "stages",
+        "started",
+        "stdin_fd",
+        "stdout",
+        "stop_signal",
+        "stopping",
+        "timeout",
+    )
+
     def __init__(
         self,
         commands: Sequence[PreparedCommand],
@@ -76,6 +106,7 @@ class Execution:
         self.grace = grace
         self.timeout = timeout
         self.stages: list[_Stage] = []
+        self._spawned: list[int] = []  # every pid started, recorded even if interrupted
         self.pgid = 0
         self.started = time.monotonic()
         self.done = False
@@ -84,19 +115,27 @@ class Execution:
         self._kill_at: float | None = None
         self._killed = False
         self._timeout_at = None if timeout is None else self.started + timeout
+        self._wall_at: float | None = None
+        self._max_procs: int | None = None
+        self._next_sample: float | None = None
         limits = self.commands[0].limits
-        self._wall_at = None
-        if limits is not None and limits.wall_time is not None:
-            self._wall_at = self.started + limits.wall_time
-        self._max_procs = (
-            limits.sampled_processes(as_root=self.commands[0].as_root) if limits else None
+        if limits is not None:
+            if limits.wall_time is not None:
+                self._wall_at = self.started + limits.wall_time
+            self._max_procs = limits.sampled_processes(as_root=self.commands[0].as_root)
+            if self._max_procs is not None:
+                self._next_sample = self.started
+        # Without a timeout, wall_time or sampled limit, the only timer is the group check.
+        self._timed = (
+            timeout is not None or self._wall_at is not None or self._max_procs is not None
         )
-        self._next_sample = self.started if self._max_procs is not None else None
         self._group_check_at: float | None = None
         self._group_poll = 0.001
         self._group_empty = False
-        # fd -> sink for output; the stdin pipe and what is left to write into it
+        # fd -> sink for output; exit-watch fd -> stage still running; the stdin pipe and
+        # what is left to write into it
         self.readers: dict[int, OutputSink] = {}
+        self._exits: dict[int, _Stage] = {}
         self.stdin_fd: int | None = None
         self._pending_input = memoryview(b"")
         self.lines = lines
@@ -158,10 +197,19 @@ class Execution:
                         stage_err = TailBuffer(max_output)
                         self._add_reader(r, stage_err)
                 pgroup = None if n == 1 else (0 if i == 0 else self.pgid)
-                pid = spawn(command, stdin=stdin, stdout=stdout, stderr=stderr, pgroup=pgroup)
+                pid = spawn(
+                    command,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    pgroup=pgroup,
+                    started=self._spawned,
+                )
                 if i == 0:
                     self.pgid = pid
-                self.stages.append(_Stage(command, pid, ExitWatch(pid), stage_err))
+                stage = _Stage(command, pid, ExitWatch(pid), stage_err)
+                self.stages.append(stage)
+                self._exits[stage.watch.fileno()] = stage
                 if next_stdin is not None:
                     to_close.append(next_stdin)
                     stdin = next_stdin
@@ -211,12 +259,15 @@ class Execution:
 
     def _abort(self) -> None:
         """A later stage failed to start: kill and reap what did start, close our fds."""
+        if not self.pgid and self._spawned:  # interrupted before it was recorded
+            self.pgid = self._spawned[0]
         if self.pgid:
             signal_group(self.pgid, signal.SIGKILL)
         for stage in self.stages:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(stage.pid, 0)
             stage.watch.close()
+        self._exits.clear()
         # A stage whose pid was not recorded yet (interrupted right after it started) is
         # still our child in the group: reap every one of those too.
         while self.pgid:
@@ -234,23 +285,28 @@ class Execution:
     # -- what the driver watches ----------------------------------------------------------
 
     def read_fds(self) -> list[int]:
-        """Fds to watch for reading: output pipes, and exit watches of running children."""
-        fds = list(self.readers)
-        fds.extend(s.watch.fileno() for s in self.stages if s.status is None)
-        return fds
+        """Fds to watch for reading: output pipes, and exit watches of running children.
 
-    def on_readable(self, fd: int) -> None:
+        The set only shrinks once started, and only in :meth:`on_readable`,
+        :meth:`on_writable` (which say so) and when the execution is done.
+        """
+        return [*self.readers, *self._exits]
+
+    def on_readable(self, fd: int) -> bool:
+        """Handle a readable fd; True once it is closed (or not ours) and must be forgotten."""
         sink = self.readers.get(fd)
         if sink is not None:
-            self._read(fd, sink)
-            return
-        for stage in self.stages:
-            if stage.status is None and stage.watch.fileno() == fd:
-                status = stage.watch.poll()
-                if status is not None:
-                    stage.status = status
-                    stage.ended = time.monotonic()
-                return
+            return not self._read(fd, sink)
+        stage = self._exits.get(fd)
+        if stage is None:
+            return True
+        status = stage.watch.poll()
+        if status is None:
+            return False
+        stage.status = status
+        stage.ended = time.monotonic()
+        del self._exits[fd]
+        return True
 
     def _read(self, fd: int, sink: OutputSink) -> bool:
         """Read what one ready fd has; on EOF close it. Returns False at EOF."""
@@ -263,16 +319,21 @@ class Execution:
         sink.feed(data)
         return True
 
-    def on_writable(self, fd: int) -> None:
+    def on_writable(self, fd: int) -> bool:
+        """Write more input; True once stdin is closed (all written, or the child left)."""
+        if fd != self.stdin_fd:
+            return True
         try:
             n = os.write(fd, self._pending_input)
         except BlockingIOError:
-            return
+            return False
         except (BrokenPipeError, ConnectionResetError):
             n = len(self._pending_input)  # the child stopped reading; drop the rest
         self._pending_input = self._pending_input[n:]
-        if not self._pending_input:
-            self._close_stdin()
+        if self._pending_input:
+            return False
+        self._close_stdin()
+        return True
 
     def _close_stdin(self) -> None:
         if self.stdin_fd is not None:
@@ -316,18 +377,12 @@ class Execution:
         """
         if self.done:
             return None
-        if self.stopping is None:
-            if self._timeout_at is not None and now >= self._timeout_at:
-                self.begin_stop("timeout")
-            elif self._wall_at is not None and now >= self._wall_at:
-                self.limit_observed = now - self.started
-                self.begin_stop("wall_time")
-            elif self._next_sample is not None and now >= self._next_sample:
-                self._sample(now)
+        if self.stopping is None and self._timed:
+            self._check_deadlines(now)
         if self._kill_at is not None and not self._killed and now >= self._kill_at:
             self._killed = True
             signal_group(self.pgid, signal.SIGKILL)
-        if all(s.status is not None for s in self.stages):
+        if not self._exits:
             if not self._group_empty and (
                 self._group_check_at is None or now >= self._group_check_at
             ):
@@ -335,18 +390,27 @@ class Execution:
             if self._group_empty:
                 self._finish()
                 return None
-        wake = [
-            t
-            for t in (
-                self._timeout_at if self.stopping is None else None,
-                self._wall_at if self.stopping is None else None,
-                self._next_sample if self.stopping is None else None,
-                None if self._killed else self._kill_at,
+        if self.stopping is None:
+            if not self._timed:
+                return self._group_check_at
+            times: tuple[float | None, ...] = (
                 self._group_check_at,
+                self._timeout_at,
+                self._wall_at,
+                self._next_sample,
             )
-            if t is not None
-        ]
-        return min(wake) if wake else None
+        else:
+            times = (self._group_check_at, None if self._killed else self._kill_at)
+        return min((t for t in times if t is not None), default=None)
+
+    def _check_deadlines(self, now: float) -> None:
+        if self._timeout_at is not None and now >= self._timeout_at:
+            self.begin_stop("timeout")
+        elif self._wall_at is not None and now >= self._wall_at:
+            self.limit_observed = now - self.started
+            self.begin_stop("wall_time")
+        elif self._next_sample is not None and now >= self._next_sample:
+            self._sample(now)
 
     def _sample(self, now: float) -> None:
         assert self._max_procs is not None

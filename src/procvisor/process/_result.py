@@ -111,6 +111,9 @@ class Result:
         }
 
 
+_SIGNUMS = frozenset(int(s) for s in _signal.Signals)
+
+
 def parse_signal(value: int | str, *, field: str = "signal") -> int:
     """``"TERM"``, ``"SIGTERM"``, ``"term"`` or ``15`` -> ``15``.
 
@@ -120,10 +123,8 @@ def parse_signal(value: int | str, *, field: str = "signal") -> int:
     if isinstance(value, bool):
         raise ValueError(f"{field}: {value!r} is not a signal; use a name like 'TERM' or 'INT'")
     if isinstance(value, int):
-        try:
-            return int(_signal.Signals(value))
-        except ValueError:
-            pass
+        if value in _SIGNUMS:
+            return int(value)
     elif isinstance(value, str):
         name = value.strip().upper()
         name = name if name.startswith("SIG") else "SIG" + name

@@ -15,6 +15,7 @@ Every check that can fail is made in the parent first, so errors are specific.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import grp
 import os
 import pwd
@@ -48,7 +49,15 @@ class PreparedCommand:
     extra_groups: tuple[int, ...] | None
     umask: int | None
     limits: Limits | None
-    as_root: bool
+
+    @property
+    def as_root(self) -> bool:
+        """Whether it runs as root: its own uid, else this process's effective uid.
+
+        Asked only where limits are set (root is exempt from ``RLIMIT_NPROC``), so a run
+        without limits makes no ``geteuid`` call.
+        """
+        return (self.uid if self.uid is not None else os.geteuid()) == 0
 
     @property
     def mechanisms(self) -> dict[str, str]:
@@ -66,6 +75,8 @@ def _split(cmd: CommandLike, shell: bool) -> tuple[str, ...]:
             return tuple(shlex.split(cmd))
         except ValueError as exc:
             raise ValueError(f"cmd: {cmd!r} cannot be split into arguments: {exc}") from None
+    if isinstance(cmd, list | tuple) and all(map(str.__instancecheck__, cmd)):
+        return tuple(cmd)  # the common case, checked in one C loop
     if not isinstance(cmd, Sequence):
         raise TypeError(f"cmd must be a str or a sequence of str, not {type(cmd).__name__}")
     out = []
@@ -102,20 +113,20 @@ def _build_env(env: Mapping[str, str] | None, inherit_env: bool) -> Mapping[byte
     return merged
 
 
-_which_cache: dict[tuple[str, str], str] = {}
+_which_cache: dict[tuple[str, bytes | None], str] = {}
 
 
-def _which(program: str, search: str) -> str | None:
-    """``shutil.which``, remembered per (program, PATH) like a shell's hash table.
+def _which(program: str, path: bytes | None) -> str | None:
+    """``shutil.which`` in ``path`` (a PATH value), remembered like a shell's hash table.
 
     A remembered path is checked to still be executable on every use; a program newly
     installed earlier in PATH is found once the remembered one disappears.
     """
-    key = (program, search)
+    key = (program, path)
     found = _which_cache.get(key)
     if found is not None and os.access(found, os.X_OK):
         return found
-    found = shutil.which(program, path=search)
+    found = shutil.which(program, path=_search_path(path))
     if found is not None:
         if len(_which_cache) > 512:
             _which_cache.clear()
@@ -123,18 +134,17 @@ def _which(program: str, search: str) -> str | None:
     return found
 
 
-def _env_path(env: Mapping[bytes, bytes]) -> str:
-    raw = env.get(b"PATH")
-    return os.fsdecode(raw) if raw is not None else os.defpath
+def _search_path(path: bytes | None) -> str:
+    return os.fsdecode(path) if path is not None else os.defpath
 
 
 def _resolve(program: str, env: Mapping[bytes, bytes], command: tuple[str, ...]) -> str:
     if "/" in program:
         path = program
     else:
-        search = _env_path(env)
-        found = _which(program, search)
+        found = _which(program, env.get(b"PATH"))
         if found is None:
+            search = _search_path(env.get(b"PATH"))
             if shutil.which(program, mode=os.F_OK, path=search) is not None:
                 raise SpawnError(
                     f"{program!r} was found in PATH but is not executable; chmod +x it",
@@ -167,9 +177,7 @@ def _resolve(program: str, env: Mapping[bytes, bytes], command: tuple[str, ...])
     return path
 
 
-def _resolve_user(user: str | int | None, command: tuple[str, ...]) -> int | None:
-    if user is None:
-        return None
+def _resolve_user(user: str | int, command: tuple[str, ...]) -> int:
     try:
         return pwd.getpwnam(user).pw_uid if isinstance(user, str) else pwd.getpwuid(user).pw_uid
     except (KeyError, OverflowError):
@@ -180,9 +188,7 @@ def _resolve_user(user: str | int | None, command: tuple[str, ...]) -> int | Non
         ) from None
 
 
-def _resolve_group(group: str | int | None, command: tuple[str, ...]) -> int | None:
-    if group is None:
-        return None
+def _resolve_group(group: str | int, command: tuple[str, ...]) -> int:
     try:
         return grp.getgrnam(group).gr_gid if isinstance(group, str) else grp.getgrgid(group).gr_gid
     except (KeyError, OverflowError):
@@ -193,9 +199,7 @@ def _resolve_group(group: str | int | None, command: tuple[str, ...]) -> int | N
         ) from None
 
 
-def _parse_umask(umask: int | str | None) -> int | None:
-    if umask is None:
-        return None
+def _parse_umask(umask: int | str) -> int:
     try:
         value = int(umask, 8) if isinstance(umask, str) else int(umask)
     except ValueError:
@@ -226,8 +230,9 @@ def prepare(
     args = _split(cmd, shell)
     if not args or not args[0]:
         raise ValueError("cmd is empty: give the program to run and its arguments")
-    for i, arg in enumerate(args):
-        _check_text(arg, f"cmd[{i}]")
+    if "\0" in "".join(args):  # rare: find the argument, for the message
+        for i, arg in enumerate(args):
+            _check_text(arg, f"cmd[{i}]")
     if limits is not None and not isinstance(limits, Limits):
         raise TypeError(f"limits must be a procvisor.Limits, not {type(limits).__name__}")
     full_env = _build_env(env, inherit_env)
@@ -243,25 +248,25 @@ def prepare(
                 errno=_errno.ENOENT,
             )
     executable = _resolve(args[0], full_env, args)
-    uid = _resolve_user(user, args)
-    gid = _resolve_group(group, args)
+    uid = None if user is None else _resolve_user(user, args)
+    gid = None if group is None else _resolve_group(group, args)
     extra_groups = None
     if uid is not None:
         # Like login(1): the user's primary group and supplementary groups, never root's.
         entry = pwd.getpwuid(uid)
         gid = entry.pw_gid if gid is None else gid
         extra_groups = tuple(os.getgrouplist(entry.pw_name, gid))
-    euid = os.geteuid()
-    other = (uid is not None and uid != euid) or (gid is not None and gid != os.getegid())
-    if other and euid != 0:
-        raise SpawnError(
-            "running a command as another user or group needs root; "
-            "drop user/group or start procvisor as root",
-            reason="permission_denied",
-            command=args,
-            errno=_errno.EPERM,
-        )
-    as_root = (uid if uid is not None else euid) == 0
+    if uid is not None or gid is not None:
+        euid = os.geteuid()
+        other = (uid is not None and uid != euid) or (gid is not None and gid != os.getegid())
+        if other and euid != 0:
+            raise SpawnError(
+                "running a command as another user or group needs root; "
+                "drop user/group or start procvisor as root",
+                reason="permission_denied",
+                command=args,
+                errno=_errno.EPERM,
+            )
     return PreparedCommand(
         args=args,
         executable=executable,
@@ -270,9 +275,8 @@ def prepare(
         uid=uid,
         gid=gid,
         extra_groups=extra_groups,
-        umask=_parse_umask(umask),
+        umask=None if umask is None else _parse_umask(umask),
         limits=limits,
-        as_root=as_root,
     )
 
 
@@ -330,12 +334,16 @@ def spawn(
     stdout: int | Literal["inherit", "devnull"],
     stderr: int | Literal["inherit", "devnull", "stdout"],
     pgroup: int | None = None,
+    started: list[int] | None = None,
 ) -> int:
     """Start ``command`` and return its pid.
 
     ``stdin``/``stdout``/``stderr`` are fds to give the child (the caller closes its copies),
     or a keyword. ``pgroup=None`` puts the child in a new session (and group); ``0`` makes it
-    the leader of a new group in this session; another number joins that group.
+    the leader of a new group in this session; another number joins that group. The pid is
+    also appended to ``started``, by C code on the posix_spawn path: a KeyboardInterrupt,
+    which Python raises at the first bytecode after a call returns, cannot come between the
+    child's start and that record, so the caller can always stop what it started.
 
     Raises:
         SpawnError: the kernel refused to start it.
@@ -372,26 +380,21 @@ def spawn(
                     actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
                 elif isinstance(spec, int):
                     actions.append((os.POSIX_SPAWN_DUP2, spec, target))
-            if pgroup is None:
-                return os.posix_spawn(
-                    executable,
-                    args,
-                    command.env,
-                    file_actions=actions,
-                    setsid=True,
-                    setsigdef=_RESET_SIGNALS,
-                    setsigmask=(),
-                )
-            return os.posix_spawn(
-                executable,
-                args,
-                command.env,
+            group = {"setsid": True} if pgroup is None else {"setpgroup": pgroup}
+            call = functools.partial(
+                os.posix_spawn,
                 file_actions=actions,
-                setpgroup=pgroup,
                 setsigdef=_RESET_SIGNALS,
                 setsigmask=(),
+                **group,
             )
-        return _popen(command, executable, args, stdin, stdout, stderr, pgroup, preexec)
+            pids = [] if started is None else started
+            pids.extend(map(call, (executable,), (args,), (command.env,)))  # C only: see above
+            return pids[-1]
+        pid = _popen(command, executable, args, stdin, stdout, stderr, pgroup, preexec)
+        if started is not None:
+            started.append(pid)
+        return pid
     except OSError as exc:
         raise _spawn_error(exc, command) from None
 
