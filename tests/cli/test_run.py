@@ -65,6 +65,11 @@ def read_line(fd: int, timeout: float = 15.0) -> bytes:
 Start = Callable[..., "subprocess.Popen[bytes]"]
 
 
+def _default_stop_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.fixture
 def start() -> Iterator[Start]:
     """Start the real ``procvisor`` with pipes; stop whatever is still running afterwards."""
@@ -77,6 +82,9 @@ def start() -> Iterator[Start]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             bufsize=0,
+            # As from a terminal, whatever runs the tests (nohup ignores SIGHUP, a background
+            # job SIGINT, and procvisor keeps an inherited "ignore" on purpose).
+            preexec_fn=_default_stop_signals,  # noqa: PLW1509
         )
         procs.append(proc)
         return proc
