@@ -9,29 +9,14 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Final
 
-from procvisor.monitor._sampler import LabelKey, Sample, label_key
+from procvisor.monitor._sampler import METRIC_FIELDS, LabelKey, Sample, label_key
 from procvisor.policy.alerts import Trend, trend
 from procvisor.store._sqlite import HistoryRow, Store
 
 # The numeric fields a ring keeps per sample, as doubles (None as NaN); the state string is
 # kept beside them. 14 doubles and a pointer: ~120 bytes a sample, so 10 minutes at 2 s cost
 # ~36 KB per target, and 500 targets ~18 MB.
-_COLUMNS: Final = (
-    "mono",
-    "ts",
-    "pid",
-    "alive",
-    "processes",
-    "cpu",
-    "rss",
-    "vms",
-    "threads",
-    "fds",
-    "read_bytes",
-    "write_bytes",
-    "ctx_switches",
-    "uptime",
-)
+_COLUMNS: Final = ("mono", "ts", *(name for name in METRIC_FIELDS if name != "state"))
 _STRIDE: Final = len(_COLUMNS)
 _COLUMN: Final = {name: i for i, name in enumerate(_COLUMNS)}
 _NAN: Final = math.nan
