@@ -271,6 +271,37 @@ def test_a_cancelled_queued_task_never_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_the_io_thread_yields_to_the_workers_only_while_the_pool_is_saturated(
+    tmp_path: Path,
+) -> None:
+    # Saturated: the worker holds tasks sent ahead, and more wait in the queue. Then the I/O
+    # thread is SCHED_BATCH (it does not preempt a busy worker on every result); otherwise
+    # SCHED_OTHER, so that a lone task's round trip is not delayed.
+    (tmp_path / "init").mkdir()
+    (tmp_path / "tasks").mkdir()
+    init, held = Gate(tmp_path / "init"), Gate(tmp_path / "tasks")
+    # The initializer holds the worker until the test says: the tasks queue up meanwhile, and
+    # the first dispatch sends one and 4 ahead at once, leaving 3 queued.
+    with (
+        Pool(workers=1, initializer=tasks.hold, initargs=init.args("init")) as pool,
+        init,
+        held,
+    ):
+        tid = pool._thread.native_id
+        assert tid is not None
+        futures = [pool.submit(tasks.hold, *held.args(str(i)), i) for i in range(8)]
+        init.wait_started("init")
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER
+        init.open()
+        held.wait_started("0")
+        wait_for(lambda: os.sched_getscheduler(tid) == os.SCHED_BATCH)
+        held.open()
+        assert [f.result(timeout=10) for f in futures] == list(range(8))
+        wait_for(lambda: os.sched_getscheduler(tid) == os.SCHED_OTHER)
+        assert pool.submit(tasks.add, 1, 1).result(timeout=5) == 2
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER
+
+
 # --- Shutdown ---------------------------------------------------------------------------------
 
 
