@@ -592,7 +592,7 @@ def _with_default_cwd(data: Any, info: ValidationInfo) -> Any:
 class _Section(BaseModel):
     """A table of the file: unknown keys are errors, TOML types are taken strictly."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class DaemonSection(_Section):
