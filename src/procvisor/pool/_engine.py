@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import difflib
 import heapq
 import itertools
 import math
@@ -42,8 +41,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Self, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, Unpack
 
 from procvisor._util import Histogram
 from procvisor.errors import (
@@ -60,7 +58,10 @@ from procvisor.pool._forkserver import ForkedWorker
 from procvisor.pool._worker import ERR, INIT_FAILED, OK, READY
 from procvisor.process import Child, start_child
 
-__all__ = ["BAD", "Engine", "PoolStats", "Sizing", "TaskOptions"]
+if TYPE_CHECKING:
+    from procvisor.pool._stats import PoolStats
+
+__all__ = ["BAD", "Engine", "Sizing", "TaskOptions"]
 
 BAD = -1
 """The message kind for output that breaks the protocol: ``(BAD, description)``."""
@@ -79,70 +80,118 @@ _START_FAILURES = 3
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass(slots=True)
-class PoolStats:
-    """A snapshot of a pool (see :meth:`Pool.stats`)."""
-
-    workers: int
-    idle: int
-    busy: int
-    queued: int
-    running: int
-    done: int
-    failed: int
-    timed_out: int
-    retried: int
-    latency_p50: float | None
-    latency_p99: float | None
-    workers_started: int
-    workers_recycled: int
-    workers_crashed: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(slots=True, eq=False)
 class Task:
     """One task: ``fn(*args, **kwargs)`` for a Python pool, ``args == (json_bytes,)`` for a
     command pool. A health ping is a task with ``ping`` set and no future anyone waits on."""
 
-    fn: Callable[..., Any] | None
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    future: cf.Future[Any]
-    priority: Priority
-    timeout: float | None
-    deadline: float | None
-    retries: int
-    retry_on: tuple[type[BaseException], ...]
-    backoff: float
-    submitted: float
-    name: str = "task"
-    id: int = 0
-    attempts: int = 0
-    sent: bool = False  # its future is running: it was sent to a worker once
-    ping: bool = False
+    # A plain class, not a dataclass: making a dataclass costs ~1 ms of `import procvisor.pool`,
+    # which is inside a pool's start -> first result.
+    __slots__ = (
+        "args",
+        "attempts",
+        "backoff",
+        "deadline",
+        "fn",
+        "future",
+        "id",
+        "kwargs",
+        "name",
+        "ping",
+        "priority",
+        "retries",
+        "retry_on",
+        "sent",
+        "submitted",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: cf.Future[Any],
+        priority: Priority,
+        timeout: float | None,
+        deadline: float | None,
+        retries: int,
+        retry_on: tuple[type[BaseException], ...],
+        backoff: float,
+        submitted: float,
+        name: str = "task",
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+        self.priority = priority
+        self.timeout = timeout
+        self.deadline = deadline
+        self.retries = retries
+        self.retry_on = retry_on
+        self.backoff = backoff
+        self.submitted = submitted
+        self.name = name
+        self.id = 0
+        self.attempts = 0
+        self.sent = False  # its future is running: it was sent to a worker once
+        self.ping = False
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.name} attempts={self.attempts}>"
 
 
-@dataclass(slots=True, eq=False)
 class Worker:
-    child: Child | ForkedWorker
-    rfd: int
-    wfd: int
-    started: float
-    reader: Any
-    out: bytearray = field(default_factory=bytearray)
-    tasks: deque[Task] = field(default_factory=deque)
-    head_since: float = 0.0
-    ready: bool = False
-    writing: bool = False  # its input pipe is registered for writability
-    retiring: bool = False
-    done_tasks: int = 0
-    idle_since: float = 0.0
-    pinged: float = 0.0  # when it last answered a health ping
-    fns: set[int] = field(default_factory=set)
-    exit_reason: str = ""
+    """A worker as the engine sees it: its process, its pipes and the tasks it holds."""
+
+    __slots__ = (
+        "child",
+        "done_tasks",
+        "exit_reason",
+        "fns",
+        "head_since",
+        "idle_since",
+        "out",
+        "pinged",
+        "reader",
+        "ready",
+        "retiring",
+        "rfd",
+        "started",
+        "tasks",
+        "wfd",
+        "writing",
+    )
+
+    def __init__(
+        self,
+        child: Child | ForkedWorker,
+        rfd: int,
+        wfd: int,
+        started: float,
+        reader: Any,
+        *,
+        ready: bool,
+    ) -> None:
+        self.child = child
+        self.rfd = rfd
+        self.wfd = wfd
+        self.started = started
+        self.reader = reader
+        self.out = bytearray()
+        self.tasks: deque[Task] = deque()
+        self.head_since = 0.0
+        self.ready = ready
+        self.writing = False  # its input pipe is registered for writability
+        self.retiring = False
+        self.done_tasks = 0
+        self.idle_since = started
+        self.pinged = started  # when it last answered a health ping
+        self.fns: set[int] = set()
+        self.exit_reason = ""
+
+    def __repr__(self) -> str:
+        return f"<Worker pid={self.child.pid} tasks={len(self.tasks)} ready={self.ready}>"
 
 
 def seconds(value: float | str | None, name: str, *, allow_zero: bool = False) -> float | None:
@@ -171,6 +220,8 @@ def check_names(given: Mapping[str, object], accepted: type) -> None:
     names = accepted.__annotations__
     for name in given:
         if name not in names:
+            import difflib  # noqa: PLC0415 - only for the error: ~1 ms of the pool's import
+
             close = difflib.get_close_matches(name, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(f"unexpected keyword argument {name!r}{hint}")
@@ -413,6 +464,8 @@ class Engine:
 
     def stats(self) -> PoolStats:
         """Counts of workers and tasks, and task latency (submit to result) percentiles."""
+        from procvisor.pool._stats import PoolStats  # noqa: PLC0415 - see _stats
+
         with self._lock:
             workers = list(self._workers.values())
             lat = sorted(self._latencies)
@@ -528,14 +581,7 @@ class Engine:
         os.set_blocking(from_child_r, False)
         now = time.monotonic()
         worker = Worker(
-            child,
-            from_child_r,
-            to_child_w,
-            now,
-            self._new_reader(),
-            ready=self._ready_at_start(),
-            idle_since=now,
-            pinged=now,
+            child, from_child_r, to_child_w, now, self._new_reader(), ready=self._ready_at_start()
         )
         worker.out += self._greeting()
         self._workers[child.pid] = worker

@@ -17,12 +17,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
-from typing import Any, Literal, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from procvisor.errors import SpawnError
 from procvisor.policy.taskqueue import Priority
 from procvisor.pool import _worker
-from procvisor.pool._engine import Engine, PoolStats, Sizing, Task, TaskOptions, Worker
+from procvisor.pool._engine import Engine, Sizing, Task, TaskOptions, Worker
 from procvisor.pool._forkserver import ForkedWorker, ForkServer
 from procvisor.pool._worker import (
     CALL,
@@ -36,7 +36,10 @@ from procvisor.pool._worker import (
     frame,
 )
 
-__all__ = ["AsyncPool", "Pool", "PoolStats"]
+if TYPE_CHECKING:
+    from procvisor.pool._stats import PoolStats
+
+__all__ = ["AsyncPool", "Pool"]
 
 _WORKER_FILE = os.path.abspath(_worker.__file__)
 _FN_KEYS = 1024  # the worker caches more (4096): what the pool still sends, it has
