@@ -808,6 +808,17 @@ def test_the_initializer_runs_again_in_replacement_workers() -> None:
     assert len({pid for _, pid in results}) == 3
 
 
+def test_a_failing_initializer_fails_the_queued_tasks_which_never_run(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    with Pool(workers=2, initializer=tasks.fail, initargs=("no greeting",)) as pool:
+        fut = pool.submit(tasks.touch, str(ran))
+        with pytest.raises(WorkerCrashed, match="the initializer failed") as info:
+            fut.result(timeout=10)
+        assert "no greeting" in str(info.value)
+        wait_for(lambda: not pool.healthy)
+    assert not ran.exists()
+
+
 def test_max_tasks_per_worker_replaces_a_worker_after_that_many_tasks() -> None:
     with Pool(workers=1, max_tasks_per_worker=2) as pool:
         pids = [pool.submit(tasks.pid).result(timeout=5) for _ in range(6)]

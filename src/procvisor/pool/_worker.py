@@ -5,7 +5,8 @@ and points its stdin and stdout at /dev/null and stderr, so that a task that pri
 corrupt the protocol. Messages from the pool:
 
 * ``(INIT, initializer_bytes)``: run the initializer once, then answer ``(READY, pid)`` (or
-  ``(INIT_FAILED, traceback_text)`` and exit 1);
+  ``(INIT_FAILED, traceback_text)`` and exit 1). A pool with an initializer sends tasks only
+  after READY; one without sends them right behind INIT;
 * ``(CALL, task_id, fn_key, fn_bytes_or_None, args, kwargs)``: run ``fn(*args, **kwargs)``;
   ``fn_bytes`` comes only the first time a function is sent, after that only its key;
 
