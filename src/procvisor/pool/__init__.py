@@ -1,12 +1,11 @@
 """Pools of persistent worker processes for many small tasks.
 
-:class:`Pool` (a :class:`concurrent.futures.Executor`) and :class:`AsyncPool` run Python
-callables in worker processes forked from a per-pool fork server; :class:`CommandPool` runs
-programs in any language that answer JSON requests line by line. Both start workers through
-the ``process`` layer, with priorities, per-task timeouts, deadlines, retries and worker
-hygiene; a worker that dies fails only its own task and is replaced. Queue order and
-balancing choices are pure decisions in ``policy`` (:mod:`procvisor.policy.taskqueue`,
-:mod:`procvisor.policy.balance`).
+:class:`Pool` (a :class:`concurrent.futures.Executor`) and :class:`AsyncPool` run Python callables
+in worker processes forked from the caller or a per-pool fork server; :class:`CommandPool` runs
+programs in any language that answer JSON requests line by line. Both start workers through the
+``process`` layer, with priorities, per-task timeouts, deadlines, retries and worker hygiene; a
+worker that dies fails only its own task and is replaced. Queue order and balancing choices are
+pure decisions in ``policy`` (:mod:`procvisor.policy.taskqueue`, :mod:`procvisor.policy.balance`).
 """
 
 from typing import TYPE_CHECKING, Any

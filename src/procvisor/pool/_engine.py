@@ -1,12 +1,13 @@
 """The engine both kinds of pool share: workers, the I/O thread, queueing, timers, hygiene.
 
 One I/O thread per pool owns the workers: it spawns them (each in its own session, through the
-``process`` layer), writes tasks to their pipes, reads results, watches their exits through
-pidfds, and keeps the timers (task timeouts, deadlines, retry backoff, idle shrinking, worker
-age, health pings). Callers only append to an inbox and wake the thread if it sleeps; the
-thread moves the inbox into the priority queue
-(:class:`procvisor.policy.taskqueue.TaskQueue`), resolves futures only after releasing its
-lock (so a done callback may submit again), and writes each worker's pipe once per wake.
+``process`` layer or a Python pool's fork server) or adopts the ones started before it (a Python
+pool's first workers, forked from the caller), writes tasks to their pipes, reads results, watches
+their exits through pidfds, and keeps the timers (task timeouts, deadlines, retry backoff, idle
+shrinking, worker age, health pings). Callers only append to an inbox and wake the thread if it
+sleeps; the thread moves the inbox into the priority queue
+(:class:`procvisor.policy.taskqueue.TaskQueue`), resolves futures only after releasing its lock (so
+a done callback may submit again), and writes each worker's pipe once per wake.
 
 Each worker holds at most ``prefetch + 1`` tasks (``prefetch`` is 4 by default): the one it
 runs and ``prefetch`` waiting in its pipe, so it never idles for a round trip. A task sent ahead
@@ -338,18 +339,25 @@ class Engine:
         self._counts = dict.fromkeys(
             ("done", "failed", "timed_out", "retried", "started", "recycled", "crashed"), 0
         )
+        # Workers started before the I/O thread (by _before_io_thread): its first workers.
+        self._adoptable: list[tuple[Child | ForkedWorker, int, int]] = []
         self._before_io_thread()
-        self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        # Workers must start before the constructor returns so a missing program is an
-        # error here; they are started by the I/O thread (PR_SET_PDEATHSIG follows it).
-        self._started = threading.Event()
-        self._start_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="procvisor-pool", daemon=True)
-        self._thread.start()
+        try:
+            self._sel = selectors.DefaultSelector()
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+            # Workers must start before the constructor returns so a missing program is an
+            # error here; they are started by the I/O thread (PR_SET_PDEATHSIG follows it),
+            # or adopted by it from _before_io_thread, which forks in the main thread.
+            self._started = threading.Event()
+            self._start_error: BaseException | None = None
+            self._thread = threading.Thread(target=self._run, name="procvisor-pool", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._kill_adoptable()
+            raise
         self._started.wait()
         if self._start_error is not None:
             self._thread.join()
@@ -571,17 +579,10 @@ class Engine:
                 os.write(self._wake_w, b"x")
 
     def _spawn_worker(self) -> Worker:
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        try:
-            child = self._start_process(to_child_r, from_child_w)
-        except BaseException:
-            for fd in (to_child_w, from_child_r):
-                os.close(fd)
-            raise
-        finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
+        if self._adoptable:
+            child, from_child_r, to_child_w = self._adoptable.pop(0)
+        else:
+            child, from_child_r, to_child_w = self._start_worker()
         os.set_blocking(to_child_w, False)
         os.set_blocking(from_child_r, False)
         now = time.monotonic()
@@ -595,6 +596,21 @@ class Engine:
         self._flush(worker)
         self._counts["started"] += 1
         return worker
+
+    def _start_worker(self) -> tuple[Child | ForkedWorker, int, int]:
+        """A new worker, the read end of its output and the write end of its input."""
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        try:
+            child = self._start_process(to_child_r, from_child_w)
+        except BaseException:
+            for fd in (to_child_w, from_child_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        return child, from_child_r, to_child_w
 
     def _run(self) -> None:
         try:
@@ -1094,6 +1110,7 @@ class Engine:
             self._settle()
 
     def _kill_all(self) -> None:
+        self._kill_adoptable()
         for w in [*self._workers.values(), *self._zombies.values()]:
             w.child.kill()
             w.child.wait()
@@ -1103,6 +1120,15 @@ class Engine:
                         os.close(fd)
         self._workers.clear()
         self._zombies.clear()
+
+    def _kill_adoptable(self) -> None:
+        """Kill and reap the workers started before the I/O thread that it did not adopt."""
+        while self._adoptable:
+            child, rfd, wfd = self._adoptable.pop()
+            child.kill()
+            child.wait()
+            os.close(rfd)
+            os.close(wfd)
 
 
 def _cancel(future: cf.Future[Any]) -> None:

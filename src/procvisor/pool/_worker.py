@@ -1,8 +1,10 @@
 """The worker process of a Python :class:`~procvisor.Pool`, and the fork server it is forked from.
 
-A worker speaks length-prefixed pickle frames on the two pipe fds its fork server hands it,
-and points its stdin and stdout at /dev/null and stderr, so that a task that prints cannot
-corrupt the protocol. Messages from the pool:
+A worker is forked either by the pool's caller itself (a pool's first workers, when the caller
+may fork) or by the pool's fork server (every other worker); :func:`start_worker` sets both
+up the same way. It speaks length-prefixed pickle frames on two pipe fds, and points its
+stdin and stdout at /dev/null and stderr, so that a task that prints cannot corrupt the
+protocol. Messages from the pool:
 
 * ``(INIT, initializer_bytes)``: run the initializer once, then answer ``(READY, pid)`` (or
   ``(INIT_FAILED, traceback_text)`` and exit 1). A pool with an initializer sends tasks only
@@ -11,9 +13,10 @@ corrupt the protocol. Messages from the pool:
   ``fn_bytes`` comes only the first time a function is sent, after that only its key;
 
 answered with ``(OK, task_id, result, rss)`` or ``(ERR, task_id, exception, traceback_text,
-rss)``. End of file on its input means: exit now. The worker dies with its fork server, and
-the server with the pool: each asks the kernel for SIGKILL when its parent dies
-(``PR_SET_PDEATHSIG``) and checks the parent is still the one that started it.
+rss)``. End of file on its input means: exit now. A worker dies with the process that forked
+it (the pool's, or its fork server, which dies with the pool's): each asks the kernel for
+SIGKILL when its parent dies (``PR_SET_PDEATHSIG``) and checks the parent is still the one
+that started it.
 
 This file is the one definition of the wire format (frames of a 4-byte big-endian length and
 a pickle; plain data through the C pickler, what it refuses through cloudpickle). It imports
@@ -37,7 +40,7 @@ from collections import OrderedDict
 
 TYPE_CHECKING = False  # not `from typing import`: typing costs ~5 ms of a fork server's start
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any, NoReturn
 
 CALL, INIT, OK, ERR, READY, INIT_FAILED = range(6)
@@ -140,7 +143,7 @@ def _error_reply(task_id: int, exc: BaseException, rss: int) -> bytes:
         return dumps((ERR, task_id, substitute, tb, rss))
 
 
-def _serve(rfd: int, wfd: int) -> None:
+def _serve(rfd: int, wfd: int) -> NoReturn:
     """The worker's loop: tasks from ``rfd``, results to ``wfd``, until end of file."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -228,6 +231,38 @@ def exit_after(fn: Callable[[], object]) -> NoReturn:
         os._exit(code)
 
 
+def start_worker(
+    rfd: int, wfd: int, parent: int, close: Iterable[int], name: bytes | None = None
+) -> NoReturn:
+    """Make this freshly forked process a pool worker and serve tasks until end of file.
+
+    The same for a worker its fork server forked and one the pool's caller forked directly:
+    its own session, SIGKILL when ``parent`` dies (at once if it has died already), the
+    signal handlers of the process it was forked from dropped, and none of the fds in
+    ``close`` kept (the pipe ends and sockets of the pool, its server and other workers).
+    ``name`` becomes its process name.
+    """
+    os.setsid()
+    _die_with_parent(parent)
+    _drop_signal_handlers()
+    for fd in close:
+        os.close(fd)
+    if name is not None:
+        _set_name(name)
+    _serve(rfd, wfd)
+
+
+def _drop_signal_handlers() -> None:
+    """Default dispositions for the signals the process this one was forked from handled
+    (what it ignored stays ignored), SIGINT ignored, no wakeup fd."""
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        handler = signal.getsignal(sig)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the pool's to handle
+
+
 def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
     """Be a pool's fork server: fork a worker per ``SPAWN`` on ``ctl``, kill on ``KILL``, and
     write each worker's wait status to its status pipe once it is reaped. At end of file on
@@ -237,11 +272,7 @@ def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
     fresh interpreter (:func:`main`). It and its workers die with ``parent`` as workers do.
     """
     _die_with_parent(parent)
-    for sig in signal.valid_signals():  # the caller's handlers are not ours
-        handler = signal.getsignal(sig)
-        if callable(handler) and handler is not signal.default_int_handler:
-            signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the pool's to handle
+    _drop_signal_handlers()  # the caller's handlers are not ours
     with open("/proc/self/comm", "rb") as f:
         worker_name = f.read().strip()
     _set_name(SERVER_NAME)
@@ -268,15 +299,8 @@ def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
         os.close(status_r)
 
     def worker(rfd: int, wfd: int, fds: list[int]) -> None:
-        os.setsid()
-        _die_with_parent(server)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         ctl.close()
-        for fd in (wake_r, wake_w, *fds):
-            os.close(fd)
-        _set_name(worker_name)
-        _serve(rfd, wfd)
+        start_worker(rfd, wfd, server, [wake_r, wake_w, *fds], worker_name)
 
     def reap(block: bool) -> None:
         while live:
