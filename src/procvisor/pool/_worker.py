@@ -106,12 +106,14 @@ class FrameReader:
 
 
 _PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+"""Looked up once, before the forks: a worker that looked it up itself would write to (and so
+copy) ~30 more of the pages it shares with the process it was forked from."""
 _FN_CACHE = 4096  # more than the pool's 1024: what the pool still sends is here
 
 
 def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if parent and os.getppid() != parent:  # it died before we asked: go now
         os._exit(1)
 
@@ -213,7 +215,7 @@ _PR_SET_NAME = 15
 
 
 def _set_name(name: bytes) -> None:
-    ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    _prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
 def exit_after(fn: Callable[[], object]) -> NoReturn:
@@ -256,7 +258,7 @@ def _drop_signal_handlers() -> None:
     """Default dispositions for the signals the process this one was forked from handled
     (what it ignored stays ignored), SIGINT ignored, no wakeup fd."""
     signal.set_wakeup_fd(-1)
-    for sig in signal.valid_signals():
+    for sig in range(1, signal.NSIG):  # not valid_signals(): making its members copies pages
         handler = signal.getsignal(sig)
         if callable(handler) and handler is not signal.default_int_handler:
             signal.signal(sig, signal.SIG_DFL)
