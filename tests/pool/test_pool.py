@@ -1077,7 +1077,9 @@ def test_stats_count_tasks_workers_and_latency() -> None:
 
 
 def test_stats_show_busy_and_queued_work(tmp_path: Path) -> None:
-    with Pool(workers=1) as pool, Gate(tmp_path) as gate:
+    # prefetch=0: the held task may have started less than 10 ms before the others come, and
+    # then they would be sent ahead to its worker instead of waiting in the queue.
+    with Pool(workers=1, prefetch=0) as pool, Gate(tmp_path) as gate:
         pool.submit(tasks.hold, *gate.args("b"))
         gate.wait_started("b")
         queued = [pool.submit(tasks.add, 1, 1) for _ in range(2)]
