@@ -38,6 +38,7 @@ from procvisor import (
     TaskTimeout,
     WorkerCrashed,
 )
+from procvisor.process import _exitwatch
 
 from . import tasks
 
@@ -740,6 +741,25 @@ def test_the_first_workers_are_forked_from_the_caller_when_it_has_a_single_threa
         assert psutil.Process(server).ppid() == os.getpid()
     # The pool reaped them all: nothing is left, not even a zombie.
     assert not any(os.path.exists(f"/proc/{pid}") for pid in [*workers, server])
+
+
+@pytest.mark.parametrize("mechanism", ["pidfd", "thread"])
+def test_the_first_workers_exits_are_collected_with_either_exit_watch(
+    monkeypatch: pytest.MonkeyPatch, mechanism: str
+) -> None:
+    # The thread mechanism starts a thread per child: only once every fork is done.
+    monkeypatch.setattr(_exitwatch, "force_thread", mechanism == "thread")
+    only_thread()
+    with Pool(workers=2) as pool:
+        wait_for(lambda: len(pool.pids()) == 2)
+        first = pool.pids()
+        assert {psutil.Process(pid).ppid() for pid in first} == {os.getpid()}
+        with pytest.raises(WorkerCrashed, match="exited with code 3") as info:
+            pool.submit(tasks.exit_with, 3).result(timeout=10)
+        assert info.value.exit_code == 3  # its own status, not "unknown"
+        wait_for(lambda: len(pool.pids()) == 2 and len(set(pool.pids()) & set(first)) == 1)
+        assert pool.submit(tasks.add, 1, 2).result(timeout=10) == 3
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in first)
 
 
 @pytest.mark.parametrize("replace", [False, True], ids=["first", "first-and-replacement"])
