@@ -48,7 +48,8 @@ ENV_PARENT = "PROCVISOR_POOL_PARENT"
 """The pid of the pool's process, so a worker can tell its parent died before it looked."""
 ENV_MEASURE_RSS = "PROCVISOR_POOL_RSS"
 """Set to 1 when the pool recycles by memory: the worker reports after each task how much its
-RSS grew since it was forked (the pages it shares with its fork server do not count)."""
+RSS grew since it was forked (the pages it shares with the process it was forked from do not
+count)."""
 ENV_PATH = "PROCVISOR_POOL_PATH"
 """The pool's ``sys.path``, joined with ``os.pathsep``."""
 _LEN = struct.Struct(">I")
