@@ -271,10 +271,6 @@ class Engine:
 
     _ping_interval: float | None = None
     _ping_timeout: float = 5.0
-    _tasks_before_ready = False
-    """Whether a worker that will say ``READY`` may be sent tasks before it has: they wait in
-    its pipe behind the greeting. Not when its start may fail after the greeting (an
-    initializer): the task at the head of its pipe would fail with it."""
 
     def __init__(self, workers: int | None = None, **sizing: Unpack[Sizing]) -> None:
         check_names(sizing, Sizing)
@@ -550,8 +546,7 @@ class Engine:
         return b""
 
     def _ready_at_start(self) -> bool:
-        """Whether a new worker counts as started at once, or only once it says ``READY``
-        (one that exits before it does is a failed start); see also ``_tasks_before_ready``."""
+        """Whether a new worker takes tasks at once, or only after it says ``READY``."""
         return True
 
     def _new_reader(self) -> Any:
@@ -779,8 +774,7 @@ class Engine:
         if not self._queue:
             return []
         takers = [w for w in self._workers.values() if not w.retiring]
-        early = self._tasks_before_ready
-        ready = [w for w in takers if w.ready or early]
+        ready = [w for w in takers if w.ready]
         # While a worker starts, the queue waits for it rather than behind a busy one.
         self._fill(ready, self._capacity if len(ready) == len(takers) else 1, now)
         return ready

@@ -98,9 +98,6 @@ class Pool(Engine, cf.Executor):
         self._start_method = start_method
         self._server: ForkServer | None = None
         self._init_bytes = dumps((initializer, tuple(initargs)))
-        # Without an initializer nothing can fail between the greeting and the first task, so
-        # that task is sent right behind the greeting instead of a round trip (READY) later.
-        self._tasks_before_ready = initializer is None
         self._fn_keys: OrderedDict[int, tuple[Any, int, bytes]] = OrderedDict()
         self._fn_ids = itertools.count(1)
         try:
@@ -190,7 +187,7 @@ class Pool(Engine, cf.Executor):
         return frame(dumps((INIT, self._init_bytes)))
 
     def _ready_at_start(self) -> bool:
-        return False  # it says READY once it ran the initializer (if any)
+        return False  # it says READY once its initializer ran
 
     def _new_reader(self) -> FrameReader:
         return FrameReader()

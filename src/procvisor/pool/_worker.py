@@ -7,8 +7,7 @@ stdin and stdout at /dev/null and stderr, so that a task that prints cannot corr
 protocol. Messages from the pool:
 
 * ``(INIT, initializer_bytes)``: run the initializer once, then answer ``(READY, pid)`` (or
-  ``(INIT_FAILED, traceback_text)`` and exit 1). A pool with an initializer sends tasks only
-  after READY; one without sends them right behind INIT;
+  ``(INIT_FAILED, traceback_text)`` and exit 1);
 * ``(CALL, task_id, fn_key, fn_bytes_or_None, args, kwargs)``: run ``fn(*args, **kwargs)``;
   ``fn_bytes`` comes only the first time a function is sent, after that only its key;
 
