@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -158,3 +159,30 @@ def make_lock() -> threading.Lock:
 def mark_and_parent() -> tuple[str, int, int]:
     """This worker's :data:`MARK`, pid and parent pid (its pool's fork server)."""
     return MARK, os.getpid(), os.getppid()
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open fds and what each is (``pipe:[123]``, a path...)."""
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # the listing's own fd
+            continue
+    return fds
+
+
+def worker_setup(seconds: float = 0.0) -> dict[str, object]:
+    """How this worker was set up: its session, signal dispositions, stdin and open fds
+    (after ``seconds``, so that a burst of these lands on every worker)."""
+    time.sleep(seconds)
+    fds = open_fds()
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "own_session": os.getsid(0) == os.getpid(),
+        "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+        "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        "stdin": fds.get(0),
+        "fds": fds,
+    }

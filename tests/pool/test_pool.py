@@ -38,6 +38,7 @@ from procvisor import (
     TaskTimeout,
     WorkerCrashed,
 )
+from procvisor.process import _exitwatch
 
 from . import tasks
 
@@ -356,7 +357,7 @@ def test_submit_schedule_and_map_after_shutdown_raise_runtime_error() -> None:
 
 
 PARENT = """
-import threading, time
+import os, signal, threading, time
 from procvisor import Pool
 
 if {thread}:  # a running thread: the pool's fork server is a fresh interpreter
@@ -368,15 +369,23 @@ while len(pool.pids()) < 2:
         raise SystemExit("the pool's workers did not start")
     time.sleep(0.01)
 assert pool.submit(abs, -1).result(timeout=10) == 1
+if {replace}:  # one of the first workers gives way to one its fork server forks
+    victim = pool.pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    while victim in pool.pids() or len(pool.pids()) < 2:
+        if time.monotonic() > deadline:
+            raise SystemExit("the killed worker was not replaced")
+        time.sleep(0.01)
 assert pool.submit(time.sleep, 60) and pool.submit(time.sleep, 60)  # busy workers too
 print(" ".join(str(p) for p in pool.pids()), flush=True)
 time.sleep(60)
 """
 
 
-def assert_workers_die_with_their_parent(script: str) -> None:
+def assert_workers_die_with_their_parent(script: str) -> list[str]:
     """Run ``script``, which prints its pool's 2 worker pids; SIGKILL it: nothing it started
-    (workers, a fork server) may outlive it."""
+    (workers, a fork server) may outlive it. Returns who forked each worker: ``"caller"``
+    or ``"server"``."""
     parent = subprocess.Popen([PY, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
@@ -385,6 +394,7 @@ def assert_workers_die_with_their_parent(script: str) -> None:
         assert all(pid_alive(p) for p in pids)
         family = [p.pid for p in psutil.Process(parent.pid).children(recursive=True)]
         assert set(pids) <= set(family)
+        forkers = ["caller" if psutil.Process(p).ppid() == parent.pid else "server" for p in pids]
     finally:
         parent.kill()
         parent.wait()
@@ -392,13 +402,23 @@ def assert_workers_die_with_their_parent(script: str) -> None:
             parent.stdout.close()
     # The orphans were reparented to us (a subreaper): reap them as they exit.
     wait_for(lambda: all([reaped_and_gone(p) for p in family]), timeout=5)
+    return sorted(forkers)
 
 
-@pytest.mark.parametrize("thread", [False, True], ids=["forked", "fresh"])
+@pytest.mark.parametrize(
+    ("thread", "replace", "forkers"),
+    [
+        (False, False, ["caller", "caller"]),
+        (False, True, ["caller", "server"]),
+        (True, False, ["server", "server"]),
+    ],
+    ids=["forked", "forked-and-replaced", "fresh"],
+)
 def test_workers_and_fork_server_exit_when_their_parent_is_killed_with_sigkill(
-    thread: bool,
+    thread: bool, replace: bool, forkers: list[str]
 ) -> None:
-    assert_workers_die_with_their_parent(PARENT.format(thread=thread))
+    script = PARENT.format(thread=thread, replace=replace)
+    assert assert_workers_die_with_their_parent(script) == forkers
 
 
 # --- Timeouts, crashes ------------------------------------------------------------------------
@@ -725,17 +745,92 @@ def only_thread() -> None:
     wait_for(lambda: threading.active_count() == 1)
 
 
-def test_workers_are_forked_from_the_caller_when_it_has_a_single_thread(marked: str) -> None:
+def fork_server() -> int:
+    """The pid of the fork server of this process's one pool."""
+    return int(
+        wait_for(
+            lambda: [p.pid for p in psutil.Process().children() if p.name() == "pool-forkserver"]
+        )[0]
+    )
+
+
+def test_the_first_workers_are_forked_from_the_caller_when_it_has_a_single_thread(
+    marked: str,
+) -> None:
     only_thread()
     with Pool(workers=2) as pool:
+        wait_for(lambda: len(pool.pids()) == 2)
+        workers = pool.pids()
         results = {pool.submit(tasks.mark_and_parent).result(timeout=10) for _ in range(4)}
         assert {mark for mark, _, _ in results} == {marked}
-        (server,) = {parent for _, _, parent in results}
-        assert server != os.getpid()
+        assert {parent for _, _, parent in results} == {os.getpid()}  # one hop: no server between
+        assert {pid for _, pid, _ in results} <= set(workers)
+        for pid in workers:
+            assert os.getsid(pid) == pid
+            assert psutil.Process(pid).name() == psutil.Process().name()
+        server = fork_server()  # there for the workers that come later
         assert psutil.Process(server).ppid() == os.getpid()
-        assert psutil.Process(server).name() == "pool-forkserver"
-        assert {pid for _, pid, _ in results} <= set(pool.pids())
-    wait_for(lambda: not pid_alive(server))
+    # The pool reaped them all: nothing is left, not even a zombie.
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in [*workers, server])
+
+
+@pytest.mark.parametrize("mechanism", ["pidfd", "thread"])
+def test_the_first_workers_exits_are_collected_with_either_exit_watch(
+    monkeypatch: pytest.MonkeyPatch, mechanism: str
+) -> None:
+    # The thread mechanism starts a thread per child: only once every fork is done.
+    monkeypatch.setattr(_exitwatch, "force_thread", mechanism == "thread")
+    only_thread()
+    with Pool(workers=2) as pool:
+        wait_for(lambda: len(pool.pids()) == 2)
+        first = pool.pids()
+        assert {psutil.Process(pid).ppid() for pid in first} == {os.getpid()}
+        with pytest.raises(WorkerCrashed, match="exited with code 3") as info:
+            pool.submit(tasks.exit_with, 3).result(timeout=10)
+        assert info.value.exit_code == 3  # its own status, not "unknown"
+        wait_for(lambda: len(pool.pids()) == 2 and len(set(pool.pids()) & set(first)) == 1)
+        assert pool.submit(tasks.add, 1, 2).result(timeout=10) == 3
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in first)
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["first", "first-and-replacement"])
+def test_a_worker_is_set_up_the_same_whether_the_caller_or_the_fork_server_forked_it(
+    replace: bool,
+) -> None:
+    only_thread()
+    inherited = set(tasks.open_fds().values())
+    handler = signal.signal(signal.SIGTERM, lambda *_: None)  # the caller's, not a worker's
+    try:
+        with Pool(workers=2) as pool:
+            if replace:
+                with pytest.raises(WorkerCrashed):
+                    pool.submit(tasks.exit_with, 3).result(timeout=10)
+            setups: dict[int, dict[str, object]] = {}
+
+            def one_from_each() -> bool:
+                # A short burst lands on each of them.
+                setups.update((s["pid"], s) for s in pool.map(tasks.worker_setup, [0.05] * 4))
+                return set(setups) >= set(pool.pids())
+
+            wait_for(one_from_each)
+            workers = [setups[pid] for pid in pool.pids()]
+            forkers = {"caller": os.getpid(), "server": fork_server()}
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    by = sorted(name for w in workers for name, pid in forkers.items() if w["ppid"] == pid)
+    assert by == (["caller", "server"] if replace else ["caller", "caller"])
+    for setup in workers:
+        assert setup["own_session"]
+        assert setup["sigint_ignored"]
+        assert setup["sigterm_default"]
+        assert setup["stdin"] == os.devnull
+        fds = setup["fds"]
+        assert isinstance(fds, dict)
+        # Of what the pool opened, a worker holds its own two pipes: no end of another
+        # worker's pipes, no socket or status pipe of the fork server.
+        opened = [target for fd, target in fds.items() if fd > 2 and target not in inherited]
+        assert len(set(opened)) == 2
+        assert all(target.startswith("pipe:") for target in opened)
 
 
 @pytest.mark.parametrize("how", ["a thread runs", "start_method='fresh'"])
@@ -775,33 +870,42 @@ REPLACEMENTS = {
 
 
 @pytest.mark.parametrize("why", list(REPLACEMENTS))
-def test_replacement_workers_are_forked_by_the_same_fork_server(marked: str, why: str) -> None:
+def test_replacement_workers_are_forked_by_the_pools_fork_server(marked: str, why: str) -> None:
     options, end_it, error = REPLACEMENTS[why]
     only_thread()
     with Pool(workers=1, **options) as pool:
-        _, first, server = pool.submit(tasks.mark_and_parent).result(timeout=10)
-        ending = end_it(pool)
-        if error is None:
-            ending.result(timeout=10)
-        else:
-            with pytest.raises(error):
+        server = fork_server()
+        seen = []
+        for _ in range(3):  # the first worker, its replacement, and that one's
+            mark, pid, parent = pool.submit(tasks.mark_and_parent).result(timeout=10)
+            assert mark == marked  # forked: the caller's state is there
+            seen.append((pid, parent))
+            ending = end_it(pool)
+            if error is None:
                 ending.result(timeout=10)
-        mark, second, parent = pool.submit(tasks.mark_and_parent).result(timeout=10)
-        assert (mark, parent) == (marked, server)  # forked again: the caller's state is there
-        assert second != first
-        wait_for(lambda: not pid_alive(first))
+            else:
+                with pytest.raises(error):
+                    ending.result(timeout=10)
+            wait_for(lambda pid=pid: not pid_alive(pid))
+        assert [parent for _, parent in seen] == [os.getpid(), server, server]
+        assert len({pid for pid, _ in seen}) == 3
 
 
 def test_a_killed_fork_server_fails_the_running_tasks_and_the_pool_starts_another(
     tmp_path: Path,
 ) -> None:
     only_thread()
-    with Pool(workers=2) as pool, Gate(tmp_path) as gate:
+    # No workers up front: the fork server forks them all.
+    with (
+        Pool(min_workers=2, max_workers=2, initial_workers=0) as pool,
+        Gate(tmp_path) as gate,
+    ):
         held = [pool.submit(tasks.hold, *gate.args(name)) for name in ("a", "b")]
         gate.wait_started("a", "b")
         queued = [pool.submit(tasks.add, i, 1) for i in range(3)]
         workers = pool.pids()
         (server,) = {psutil.Process(pid).ppid() for pid in workers}
+        assert server == fork_server()
         os.kill(server, signal.SIGKILL)
         for fut in held:
             with pytest.raises(WorkerCrashed, match="unknown exit status") as info:
@@ -816,6 +920,24 @@ def test_a_killed_fork_server_fails_the_running_tasks_and_the_pool_starts_anothe
         # The old workers died with their server (PR_SET_PDEATHSIG) and came to us to reap.
         wait_for(lambda: all([reaped_and_gone(p) for p in workers]))
         wait_for(lambda: not pid_alive(server))  # the pool reaped it
+
+
+def test_a_killed_fork_server_leaves_the_first_workers_running(marked: str) -> None:
+    only_thread()
+    with Pool(workers=1) as pool:
+        first = pool.submit(tasks.pid).result(timeout=10)
+        server = fork_server()
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(server))
+        assert pool.submit(tasks.pid).result(timeout=10) == first
+        with pytest.raises(WorkerCrashed):
+            pool.submit(tasks.exit_with, 3).result(timeout=10)
+        # Its replacement comes from a fresh fork server: forking the caller is not safe now.
+        mark, second, parent = pool.submit(tasks.mark_and_parent).result(timeout=10)
+        assert mark == "as imported"
+        assert second != first
+        assert parent not in (server, os.getpid())
+        assert psutil.Process(parent).ppid() == os.getpid()
 
 
 # --- Initializer, worker hygiene --------------------------------------------------------------
@@ -837,6 +959,17 @@ def test_the_initializer_runs_again_in_replacement_workers() -> None:
         results = [pool.submit(tasks.greeting_and_pid).result(timeout=5) for _ in range(3)]
     assert [greeting for greeting, _ in results] == ["hi"] * 3
     assert len({pid for _, pid in results}) == 3
+
+
+def test_a_failing_initializer_fails_the_queued_tasks_which_never_run(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    with Pool(workers=2, initializer=tasks.fail, initargs=("no greeting",)) as pool:
+        fut = pool.submit(tasks.touch, str(ran))
+        with pytest.raises(WorkerCrashed, match="the initializer failed") as info:
+            fut.result(timeout=10)
+        assert "no greeting" in str(info.value)
+        wait_for(lambda: not pool.healthy)
+    assert not ran.exists()
 
 
 def test_max_tasks_per_worker_replaces_a_worker_after_that_many_tasks() -> None:
@@ -995,7 +1128,9 @@ def test_stats_count_tasks_workers_and_latency() -> None:
 
 
 def test_stats_show_busy_and_queued_work(tmp_path: Path) -> None:
-    with Pool(workers=1) as pool, Gate(tmp_path) as gate:
+    # prefetch=0: the held task may have started less than 10 ms before the others come, and
+    # then they would be sent ahead to its worker instead of waiting in the queue.
+    with Pool(workers=1, prefetch=0) as pool, Gate(tmp_path) as gate:
         pool.submit(tasks.hold, *gate.args("b"))
         gate.wait_started("b")
         queued = [pool.submit(tasks.add, 1, 1) for _ in range(2)]

@@ -41,7 +41,7 @@ import procvisor
 from procvisor.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from procvisor.daemon.config import ConfigError
 from procvisor.policy.units import parse_duration
-from procvisor.pool._engine import PoolStats
+from procvisor.pool._stats import PoolStats
 from procvisor.process import parse_signal
 from procvisor.supervisor import _logs as logfiles
 

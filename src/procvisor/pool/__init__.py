@@ -1,29 +1,33 @@
 """Pools of persistent worker processes for many small tasks.
 
-:class:`Pool` (a :class:`concurrent.futures.Executor`) and :class:`AsyncPool` run Python
-callables in worker processes forked from a per-pool fork server; :class:`CommandPool` runs
-programs in any language that answer JSON requests line by line. Both start workers through
-the ``process`` layer, with priorities, per-task timeouts, deadlines, retries and worker
-hygiene; a worker that dies fails only its own task and is replaced. Queue order and
-balancing choices are pure decisions in ``policy`` (:mod:`procvisor.policy.taskqueue`,
-:mod:`procvisor.policy.balance`).
+:class:`Pool` (a :class:`concurrent.futures.Executor`) and :class:`AsyncPool` run Python callables
+in worker processes forked from the caller or a per-pool fork server; :class:`CommandPool` runs
+programs in any language that answer JSON requests line by line. Both start workers through the
+``process`` layer, with priorities, per-task timeouts, deadlines, retries and worker hygiene; a
+worker that dies fails only its own task and is replaced. Queue order and balancing choices are
+pure decisions in ``policy`` (:mod:`procvisor.policy.taskqueue`, :mod:`procvisor.policy.balance`).
 """
 
 from typing import TYPE_CHECKING, Any
 
-from procvisor.pool._pool import AsyncPool, Pool, PoolStats
+from procvisor.pool._pool import AsyncPool, Pool
 
 if TYPE_CHECKING:
     from procvisor.policy.balance import NoHealthyPool
     from procvisor.pool._balancer import Balancer
     from procvisor.pool._command import CommandPool
+    from procvisor.pool._stats import PoolStats
 
 __all__ = ["AsyncPool", "Balancer", "CommandPool", "NoHealthyPool", "Pool", "PoolStats"]
 
 
 def __getattr__(name: str) -> Any:
-    # What a Python pool does not need (JSON, the balancing policy) loads on first use: it is
-    # inside a pool's start -> first result when Pool is what is asked for.
+    # What a Python pool does not need (JSON, the balancing policy, the stats dataclass) loads
+    # on first use: it is inside a pool's start -> first result when Pool is what is asked for.
+    if name == "PoolStats":
+        from procvisor.pool._stats import PoolStats  # noqa: PLC0415
+
+        return PoolStats
     if name == "CommandPool":
         from procvisor.pool._command import CommandPool  # noqa: PLC0415
 

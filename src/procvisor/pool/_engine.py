@@ -1,12 +1,13 @@
 """The engine both kinds of pool share: workers, the I/O thread, queueing, timers, hygiene.
 
 One I/O thread per pool owns the workers: it spawns them (each in its own session, through the
-``process`` layer), writes tasks to their pipes, reads results, watches their exits through
-pidfds, and keeps the timers (task timeouts, deadlines, retry backoff, idle shrinking, worker
-age, health pings). Callers only append to an inbox and wake the thread if it sleeps; the
-thread moves the inbox into the priority queue
-(:class:`procvisor.policy.taskqueue.TaskQueue`), resolves futures only after releasing its
-lock (so a done callback may submit again), and writes each worker's pipe once per wake.
+``process`` layer or a Python pool's fork server) or adopts the ones started before it (a Python
+pool's first workers, forked from the caller), writes tasks to their pipes, reads results, watches
+their exits through pidfds, and keeps the timers (task timeouts, deadlines, retry backoff, idle
+shrinking, worker age, health pings). Callers only append to an inbox and wake the thread if it
+sleeps; the thread moves the inbox into the priority queue
+(:class:`procvisor.policy.taskqueue.TaskQueue`), resolves futures only after releasing its lock (so
+a done callback may submit again), and writes each worker's pipe once per wake.
 
 Each worker holds at most ``prefetch + 1`` tasks (``prefetch`` is 4 by default): the one it
 runs and ``prefetch`` waiting in its pipe, so it never idles for a round trip. A task sent ahead
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import difflib
 import heapq
 import itertools
 import math
@@ -42,8 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Self, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, Unpack
 
 from procvisor._util import Histogram
 from procvisor.errors import (
@@ -60,7 +59,10 @@ from procvisor.pool._forkserver import ForkedWorker
 from procvisor.pool._worker import ERR, INIT_FAILED, OK, READY
 from procvisor.process import Child, start_child
 
-__all__ = ["BAD", "Engine", "PoolStats", "Sizing", "TaskOptions"]
+if TYPE_CHECKING:
+    from procvisor.pool._stats import PoolStats
+
+__all__ = ["BAD", "Engine", "Sizing", "TaskOptions"]
 
 BAD = -1
 """The message kind for output that breaks the protocol: ``(BAD, description)``."""
@@ -80,70 +82,118 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SCHED_PARAM = os.sched_param(0)
 
 
-@dataclass(slots=True)
-class PoolStats:
-    """A snapshot of a pool (see :meth:`Pool.stats`)."""
-
-    workers: int
-    idle: int
-    busy: int
-    queued: int
-    running: int
-    done: int
-    failed: int
-    timed_out: int
-    retried: int
-    latency_p50: float | None
-    latency_p99: float | None
-    workers_started: int
-    workers_recycled: int
-    workers_crashed: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(slots=True, eq=False)
 class Task:
     """One task: ``fn(*args, **kwargs)`` for a Python pool, ``args == (json_bytes,)`` for a
     command pool. A health ping is a task with ``ping`` set and no future anyone waits on."""
 
-    fn: Callable[..., Any] | None
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    future: cf.Future[Any]
-    priority: Priority
-    timeout: float | None
-    deadline: float | None
-    retries: int
-    retry_on: tuple[type[BaseException], ...]
-    backoff: float
-    submitted: float
-    name: str = "task"
-    id: int = 0
-    attempts: int = 0
-    sent: bool = False  # its future is running: it was sent to a worker once
-    ping: bool = False
+    # A plain class, not a dataclass: making a dataclass costs ~1 ms of `import procvisor.pool`,
+    # which is inside a pool's start -> first result.
+    __slots__ = (
+        "args",
+        "attempts",
+        "backoff",
+        "deadline",
+        "fn",
+        "future",
+        "id",
+        "kwargs",
+        "name",
+        "ping",
+        "priority",
+        "retries",
+        "retry_on",
+        "sent",
+        "submitted",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: cf.Future[Any],
+        priority: Priority,
+        timeout: float | None,
+        deadline: float | None,
+        retries: int,
+        retry_on: tuple[type[BaseException], ...],
+        backoff: float,
+        submitted: float,
+        name: str = "task",
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+        self.priority = priority
+        self.timeout = timeout
+        self.deadline = deadline
+        self.retries = retries
+        self.retry_on = retry_on
+        self.backoff = backoff
+        self.submitted = submitted
+        self.name = name
+        self.id = 0
+        self.attempts = 0
+        self.sent = False  # its future is running: it was sent to a worker once
+        self.ping = False
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.name} attempts={self.attempts}>"
 
 
-@dataclass(slots=True, eq=False)
 class Worker:
-    child: Child | ForkedWorker
-    rfd: int
-    wfd: int
-    started: float
-    reader: Any
-    out: bytearray = field(default_factory=bytearray)
-    tasks: deque[Task] = field(default_factory=deque)
-    head_since: float = 0.0
-    ready: bool = False
-    writing: bool = False  # its input pipe is registered for writability
-    retiring: bool = False
-    done_tasks: int = 0
-    idle_since: float = 0.0
-    pinged: float = 0.0  # when it last answered a health ping
-    fns: set[int] = field(default_factory=set)
-    exit_reason: str = ""
+    """A worker as the engine sees it: its process, its pipes and the tasks it holds."""
+
+    __slots__ = (
+        "child",
+        "done_tasks",
+        "exit_reason",
+        "fns",
+        "head_since",
+        "idle_since",
+        "out",
+        "pinged",
+        "reader",
+        "ready",
+        "retiring",
+        "rfd",
+        "started",
+        "tasks",
+        "wfd",
+        "writing",
+    )
+
+    def __init__(
+        self,
+        child: Child | ForkedWorker,
+        rfd: int,
+        wfd: int,
+        started: float,
+        reader: Any,
+        *,
+        ready: bool,
+    ) -> None:
+        self.child = child
+        self.rfd = rfd
+        self.wfd = wfd
+        self.started = started
+        self.reader = reader
+        self.out = bytearray()
+        self.tasks: deque[Task] = deque()
+        self.head_since = 0.0
+        self.ready = ready
+        self.writing = False  # its input pipe is registered for writability
+        self.retiring = False
+        self.done_tasks = 0
+        self.idle_since = started
+        self.pinged = started  # when it last answered a health ping
+        self.fns: set[int] = set()
+        self.exit_reason = ""
+
+    def __repr__(self) -> str:
+        return f"<Worker pid={self.child.pid} tasks={len(self.tasks)} ready={self.ready}>"
 
 
 def seconds(value: float | str | None, name: str, *, allow_zero: bool = False) -> float | None:
@@ -172,6 +222,8 @@ def check_names(given: Mapping[str, object], accepted: type) -> None:
     names = accepted.__annotations__
     for name in given:
         if name not in names:
+            import difflib  # noqa: PLC0415 - only for the error: ~1 ms of the pool's import
+
             close = difflib.get_close_matches(name, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(f"unexpected keyword argument {name!r}{hint}")
@@ -285,18 +337,25 @@ class Engine:
         self._counts = dict.fromkeys(
             ("done", "failed", "timed_out", "retried", "started", "recycled", "crashed"), 0
         )
+        # Workers started before the I/O thread (by _before_io_thread): its first workers.
+        self._adoptable: list[tuple[Child | ForkedWorker, int, int]] = []
         self._before_io_thread()
-        self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        # Workers must start before the constructor returns so a missing program is an
-        # error here; they are started by the I/O thread (PR_SET_PDEATHSIG follows it).
-        self._started = threading.Event()
-        self._start_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="procvisor-pool", daemon=True)
-        self._thread.start()
+        try:
+            self._sel = selectors.DefaultSelector()
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+            # Workers must start before the constructor returns so a missing program is an
+            # error here; they are started by the I/O thread (PR_SET_PDEATHSIG follows it),
+            # or adopted by it from _before_io_thread, which forks in the main thread.
+            self._started = threading.Event()
+            self._start_error: BaseException | None = None
+            self._thread = threading.Thread(target=self._run, name="procvisor-pool", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._kill_adoptable()
+            raise
         self._started.wait()
         if self._start_error is not None:
             self._thread.join()
@@ -415,6 +474,8 @@ class Engine:
 
     def stats(self) -> PoolStats:
         """Counts of workers and tasks, and task latency (submit to result) percentiles."""
+        from procvisor.pool._stats import PoolStats  # noqa: PLC0415 - see _stats
+
         with self._lock:
             workers = list(self._workers.values())
             lat = sorted(self._latencies)
@@ -515,6 +576,26 @@ class Engine:
                 os.write(self._wake_w, b"x")
 
     def _spawn_worker(self) -> Worker:
+        if self._adoptable:
+            child, from_child_r, to_child_w = self._adoptable.pop(0)
+        else:
+            child, from_child_r, to_child_w = self._start_worker()
+        os.set_blocking(to_child_w, False)
+        os.set_blocking(from_child_r, False)
+        now = time.monotonic()
+        worker = Worker(
+            child, from_child_r, to_child_w, now, self._new_reader(), ready=self._ready_at_start()
+        )
+        worker.out += self._greeting()
+        self._workers[child.pid] = worker
+        self._sel.register(from_child_r, selectors.EVENT_READ, ("r", worker))
+        self._sel.register(child.fileno(), selectors.EVENT_READ, ("x", worker))
+        self._flush(worker)
+        self._counts["started"] += 1
+        return worker
+
+    def _start_worker(self) -> tuple[Child | ForkedWorker, int, int]:
+        """A new worker, the read end of its output and the write end of its input."""
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         try:
@@ -526,26 +607,7 @@ class Engine:
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
-        os.set_blocking(to_child_w, False)
-        os.set_blocking(from_child_r, False)
-        now = time.monotonic()
-        worker = Worker(
-            child,
-            from_child_r,
-            to_child_w,
-            now,
-            self._new_reader(),
-            ready=self._ready_at_start(),
-            idle_since=now,
-            pinged=now,
-        )
-        worker.out += self._greeting()
-        self._workers[child.pid] = worker
-        self._sel.register(from_child_r, selectors.EVENT_READ, ("r", worker))
-        self._sel.register(child.fileno(), selectors.EVENT_READ, ("x", worker))
-        self._flush(worker)
-        self._counts["started"] += 1
-        return worker
+        return child, from_child_r, to_child_w
 
     def _run(self) -> None:
         try:
@@ -1067,6 +1129,7 @@ class Engine:
             self._settle()
 
     def _kill_all(self) -> None:
+        self._kill_adoptable()
         for w in [*self._workers.values(), *self._zombies.values()]:
             w.child.kill()
             w.child.wait()
@@ -1076,6 +1139,15 @@ class Engine:
                         os.close(fd)
         self._workers.clear()
         self._zombies.clear()
+
+    def _kill_adoptable(self) -> None:
+        """Kill and reap the workers started before the I/O thread that it did not adopt."""
+        while self._adoptable:
+            child, rfd, wfd = self._adoptable.pop()
+            child.kill()
+            child.wait()
+            os.close(rfd)
+            os.close(wfd)
 
 
 def _cancel(future: cf.Future[Any]) -> None:

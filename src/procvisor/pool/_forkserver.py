@@ -1,13 +1,18 @@
 """The fork server a :class:`~procvisor.Pool` forks its workers from.
 
 A Python pool starts one fork server (:func:`procvisor.pool._worker.serve_forks`) and asks it
-for each worker, so a worker starts in about a millisecond, with everything the server has
+for its workers, so a worker starts in about a millisecond, with everything the server has
 imported, instead of booting an interpreter:
 
-* :meth:`ForkServer.fork` forks the caller itself. Only safe while the caller has a single
-  thread (no lock can be held by a thread the child would not have); the server then has the
-  caller's modules and globals, as a ``fork`` start of multiprocessing would.
-* :meth:`ForkServer.start` runs the server as a fresh interpreter instead.
+* :func:`fork_pool` forks the caller itself: first the pool's first workers, one hop from the
+  caller as multiprocessing's ``fork`` start makes them (no round trip to a server on the way
+  to the first result), then the server (:meth:`ForkServer.fork`) for the workers that come
+  later (replacements, growth). Only safe while the caller has a single thread (no lock can
+  be held by a thread the child would not have); workers and server then have the caller's
+  modules and globals. The first workers are the caller's children, with a
+  :class:`~procvisor.process.Child` (a pidfd) as their handle.
+* :meth:`ForkServer.start` runs the server as a fresh interpreter instead, and it forks every
+  worker.
 
 The server is the one reaper of its workers. The pool talks to it over a ``SOCK_SEQPACKET``
 control socket: a spawn request carries the worker's two pipe ends and is answered with its
@@ -25,9 +30,10 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
 from procvisor.errors import SpawnError
@@ -35,7 +41,7 @@ from procvisor.pool import _worker
 from procvisor.pool._worker import KILL, PID, SPAWN
 from procvisor.process import Child, ExitStatus, start_child
 
-__all__ = ["ForkServer", "ForkedWorker"]
+__all__ = ["ForkServer", "ForkedWorker", "fork_pool"]
 
 _REPLY_TIMEOUT = 30.0  # a fresh server boots first; a live one answers in about a millisecond
 _CLOSE_GRACE = 5.0
@@ -106,27 +112,30 @@ class ForkServer:
         return f"<ForkServer pid={self.child.pid} {how}>"
 
     @classmethod
-    def fork(cls, env: Mapping[str, str]) -> ForkServer:
-        """Fork the calling process into a fork server; call it only with a single thread.
+    def fork(cls, env: Mapping[str, str], parent: int, close: Iterable[int]) -> ForkServer:
+        """Fork the calling process into a fork server; only with a single thread, as
+        :func:`fork_pool` calls it.
 
-        ``env`` is added to the server's environment, which its workers inherit.
+        ``env`` is added to the server's environment, which its workers inherit; ``parent``
+        is the pid of the caller; the server closes its copies of ``close``.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for stream in (sys.stdout, sys.stderr):  # what they buffer would be written twice
-            with contextlib.suppress(Exception):
-                stream.flush()
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
 
-            def serve() -> None:
-                ours.close()
-                os.setsid()
-                os.environ.update(env)
-                _worker.serve_forks(theirs, parent)
+        def serve() -> None:
+            ours.close()
+            for fd in close:
+                os.close(fd)
+            os.setsid()
+            os.environ.update(env)
+            _worker.serve_forks(theirs, parent)
 
-            _worker.exit_after(serve)
-        theirs.close()
+        try:
+            pid = _fork(serve)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         return cls(Child(pid), ours, forked=True)
 
     @classmethod
@@ -194,3 +203,70 @@ class ForkServer:
         if self.child.poll() is None and not select.select([self.child], [], [], _CLOSE_GRACE)[0]:
             self.child.kill()
         return self.child.wait()
+
+
+def fork_pool(
+    env: Mapping[str, str], workers: int
+) -> tuple[ForkServer, list[tuple[Child, int, int]]]:
+    """Fork a pool's first ``workers`` workers from the caller, then its fork server, for the
+    workers that come later; call it only with a single thread.
+
+    The workers are the caller's own children (one hop, as multiprocessing's ``fork`` start
+    method makes them), set up as a worker of the server is (:func:`_worker.start_worker`),
+    and reaped by the caller. Each comes with the read end of its output pipe and the write
+    end of its input pipe. ``env`` is added to the environment of the workers and the server.
+
+    Raises:
+        OSError: a fork failed (what was forked is killed and reaped).
+    """
+    parent = os.getpid()
+    forked: list[tuple[int, int, int]] = []
+    ours: list[int] = []  # the pool's pipe ends so far: no child forked later keeps a copy
+    try:
+        for _ in range(workers):
+            theirs: list[int] = []
+            try:
+                to_r, to_w = os.pipe()
+                theirs.append(to_r)
+                ours.append(to_w)
+                from_r, from_w = os.pipe()
+                theirs.append(from_w)
+                ours.append(from_r)
+                pid = _fork(_direct_worker, to_r, from_w, parent, list(ours), env)
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+            forked.append((pid, from_r, to_w))
+        server = ForkServer.fork(env, parent, ours)
+        try:
+            # Exit watches only now: one may start a thread, and a fork is safe only without.
+            return server, [(Child(pid), rfd, wfd) for pid, rfd, wfd in forked]
+        except BaseException:
+            server.close()
+            raise
+    except BaseException:
+        for pid, _, _ in forked:
+            os.kill(pid, signal.SIGKILL)  # alone: it may not have a group of its own yet
+            os.waitpid(pid, 0)
+        for fd in ours:
+            os.close(fd)
+        raise
+
+
+def _direct_worker(
+    rfd: int, wfd: int, parent: int, close: list[int], env: Mapping[str, str]
+) -> None:
+    os.environ.update(env)
+    _worker.start_worker(rfd, wfd, parent, close)
+
+
+def _fork(then: Callable[..., object], *args: object) -> int:
+    """Fork the caller, which must have a single thread; the child runs ``then(*args)`` and
+    exits."""
+    for stream in (sys.stdout, sys.stderr):  # what they buffer would be written twice
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pid = os.fork()
+    if pid == 0:
+        _worker.exit_after(lambda: then(*args))
+    return pid

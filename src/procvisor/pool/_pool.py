@@ -1,9 +1,9 @@
 """Pools of persistent Python worker processes: :class:`Pool` (an Executor) and :class:`AsyncPool`.
 
-The workers run :mod:`procvisor.pool._worker`, forked from the pool's fork server
-(:mod:`procvisor.pool._forkserver`); tasks and results travel as pickle frames (cloudpickle for
-closures and lambdas). Everything else -- queueing, timers, hygiene, crashes -- is the shared
-:class:`~procvisor.pool._engine.Engine`.
+The workers run :mod:`procvisor.pool._worker`, forked by the caller itself (the first ones, when it
+may fork) or by the pool's fork server (:mod:`procvisor.pool._forkserver`); tasks and results
+travel as pickle frames (cloudpickle for closures and lambdas). Everything else -- queueing,
+timers, hygiene, crashes -- is the shared :class:`~procvisor.pool._engine.Engine`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
-from typing import Any, Literal, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from procvisor.errors import SpawnError
 from procvisor.policy.taskqueue import Priority
 from procvisor.pool import _worker
-from procvisor.pool._engine import Engine, PoolStats, Sizing, Task, TaskOptions, Worker
-from procvisor.pool._forkserver import ForkedWorker, ForkServer
+from procvisor.pool._engine import Engine, Sizing, Task, TaskOptions, Worker
+from procvisor.pool._forkserver import ForkedWorker, ForkServer, fork_pool
 from procvisor.pool._worker import (
     CALL,
     ENV_MEASURE_RSS,
@@ -36,7 +36,10 @@ from procvisor.pool._worker import (
     frame,
 )
 
-__all__ = ["AsyncPool", "Pool", "PoolStats"]
+if TYPE_CHECKING:
+    from procvisor.pool._stats import PoolStats
+
+__all__ = ["AsyncPool", "Pool"]
 
 _WORKER_FILE = os.path.abspath(_worker.__file__)
 _FN_KEYS = 1024  # the worker caches more (4096): what the pool still sends, it has
@@ -55,9 +58,11 @@ class Pool(Engine, cf.Executor):
         start_method: where workers are forked from (a worker starts in about a millisecond,
             replacements too). ``"auto"``: a fork of this process when the pool is made in
             the main thread and no other thread runs, so workers start with this process's
-            modules, globals and open files as they are now (as multiprocessing's ``fork``);
-            otherwise a fresh interpreter. ``"fresh"``: always a fresh interpreter, so
-            workers share nothing with this process. The initializer works the same in both.
+            modules, globals and open files as they are now (as multiprocessing's ``fork``):
+            the first workers are forked from this process directly, later ones from a fork
+            server forked from it at the same time; otherwise a fresh interpreter.
+            ``"fresh"``: always a fresh interpreter, so workers share nothing with this
+            process. The initializer works the same in both.
         max_tasks_per_worker: replace a worker after this many tasks.
         max_memory_per_worker: replace a worker whose RSS grew by more than this since it was
             forked, after a task (bytes, or a size such as ``"512M"``).
@@ -145,12 +150,15 @@ class Pool(Engine, cf.Executor):
     def _before_io_thread(self) -> None:
         # A fork is safe only where no other thread can hold a lock the child would inherit
         # held; the main thread forks, as PR_SET_PDEATHSIG follows the thread that forked.
+        # The first workers are forked here, one hop from the caller, and the I/O thread
+        # adopts them; the fork server forks the ones that come later.
         if (
             self._start_method == "auto"
             and threading.active_count() == 1
             and threading.current_thread() is threading.main_thread()
         ):
-            self._server = ForkServer.fork(self._spawn_options()[0])
+            self._server, workers = fork_pool(self._spawn_options()[0], self._initial)
+            self._adoptable.extend(workers)
 
     def _start_process(self, stdin: int, stdout: int) -> ForkedWorker:
         env, _, _, stderr = self._spawn_options()

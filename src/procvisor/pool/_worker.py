@@ -1,8 +1,10 @@
 """The worker process of a Python :class:`~procvisor.Pool`, and the fork server it is forked from.
 
-A worker speaks length-prefixed pickle frames on the two pipe fds its fork server hands it,
-and points its stdin and stdout at /dev/null and stderr, so that a task that prints cannot
-corrupt the protocol. Messages from the pool:
+A worker is forked either by the pool's caller itself (a pool's first workers, when the caller
+may fork) or by the pool's fork server (every other worker); :func:`start_worker` sets both
+up the same way. It speaks length-prefixed pickle frames on two pipe fds, and points its
+stdin and stdout at /dev/null and stderr, so that a task that prints cannot corrupt the
+protocol. Messages from the pool:
 
 * ``(INIT, initializer_bytes)``: run the initializer once, then answer ``(READY, pid)`` (or
   ``(INIT_FAILED, traceback_text)`` and exit 1);
@@ -10,9 +12,10 @@ corrupt the protocol. Messages from the pool:
   ``fn_bytes`` comes only the first time a function is sent, after that only its key;
 
 answered with ``(OK, task_id, result, rss)`` or ``(ERR, task_id, exception, traceback_text,
-rss)``. End of file on its input means: exit now. The worker dies with its fork server, and
-the server with the pool: each asks the kernel for SIGKILL when its parent dies
-(``PR_SET_PDEATHSIG``) and checks the parent is still the one that started it.
+rss)``. End of file on its input means: exit now. A worker dies with the process that forked
+it (the pool's, or its fork server, which dies with the pool's): each asks the kernel for
+SIGKILL when its parent dies (``PR_SET_PDEATHSIG``) and checks the parent is still the one
+that started it.
 
 This file is the one definition of the wire format (frames of a 4-byte big-endian length and
 a pickle; plain data through the C pickler, what it refuses through cloudpickle). It imports
@@ -23,10 +26,10 @@ to find the tasks' modules. :mod:`procvisor.pool._forkserver` is the pool's side
 
 from __future__ import annotations
 
+import _pickle  # the C pickler that `pickle` re-exports: importing `pickle` costs ~1.5 ms more
 import contextlib
 import ctypes
 import os
-import pickle
 import select
 import signal
 import socket
@@ -36,7 +39,7 @@ from collections import OrderedDict
 
 TYPE_CHECKING = False  # not `from typing import`: typing costs ~5 ms of a fork server's start
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any, NoReturn
 
 CALL, INIT, OK, ERR, READY, INIT_FAILED = range(6)
@@ -44,10 +47,13 @@ ENV_PARENT = "PROCVISOR_POOL_PARENT"
 """The pid of the pool's process, so a worker can tell its parent died before it looked."""
 ENV_MEASURE_RSS = "PROCVISOR_POOL_RSS"
 """Set to 1 when the pool recycles by memory: the worker reports after each task how much its
-RSS grew since it was forked (the pages it shares with its fork server do not count)."""
+RSS grew since it was forked (the pages it shares with the process it was forked from do not
+count)."""
 ENV_PATH = "PROCVISOR_POOL_PATH"
 """The pool's ``sys.path``, joined with ``os.pathsep``."""
 _LEN = struct.Struct(">I")
+_HIGHEST = -1
+"""``pickle.HIGHEST_PROTOCOL``, as a protocol argument."""
 
 
 def dumps(obj: Any) -> bytes:
@@ -57,8 +63,8 @@ def dumps(obj: Any) -> bytes:
         TypeError, pickle.PicklingError, AttributeError: neither can pickle it.
     """
     try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError):
+        return _pickle.dumps(obj, protocol=_HIGHEST)
+    except (_pickle.PicklingError, TypeError, AttributeError):
         return dumps_by_value(obj)
 
 
@@ -66,7 +72,7 @@ def dumps_by_value(obj: Any) -> bytes:
     """Pickle with cloudpickle: lambdas, closures and ``__main__`` functions by value."""
     import cloudpickle  # type: ignore[import-untyped]  # noqa: PLC0415 - only when needed
 
-    data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    data: bytes = cloudpickle.dumps(obj, protocol=_HIGHEST)
     return data
 
 
@@ -94,18 +100,20 @@ class FrameReader:
                     break
                 start = pos + 4
                 pos = start + size
-                yield pickle.loads(bytes(buf[start:pos]))
+                yield _pickle.loads(bytes(buf[start:pos]))
         finally:
             del buf[:pos]
 
 
 _PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+"""Looked up once, before the forks: a worker that looked it up itself would write to (and so
+copy) ~30 more of the pages it shares with the process it was forked from."""
 _FN_CACHE = 4096  # more than the pool's 1024: what the pool still sends is here
 
 
 def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if parent and os.getppid() != parent:  # it died before we asked: go now
         os._exit(1)
 
@@ -137,7 +145,7 @@ def _error_reply(task_id: int, exc: BaseException, rss: int) -> bytes:
         return dumps((ERR, task_id, substitute, tb, rss))
 
 
-def _serve(rfd: int, wfd: int) -> None:
+def _serve(rfd: int, wfd: int) -> NoReturn:
     """The worker's loop: tasks from ``rfd``, results to ``wfd``, until end of file."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -159,7 +167,7 @@ def _serve(rfd: int, wfd: int) -> None:
                 _, task_id, key, fn_bytes, args, kwargs = msg
                 try:
                     if fn_bytes is not None:
-                        fns[key] = pickle.loads(fn_bytes)
+                        fns[key] = _pickle.loads(fn_bytes)
                         if len(fns) > _FN_CACHE:
                             fns.popitem(last=False)
                     fn = fns[key]
@@ -183,7 +191,7 @@ def _serve(rfd: int, wfd: int) -> None:
                 _write_all(wfd, answer)
             elif kind == INIT:
                 try:
-                    initializer, initargs = pickle.loads(msg[1])
+                    initializer, initargs = _pickle.loads(msg[1])
                     if initializer is not None:
                         initializer(*initargs)
                 except BaseException as exc:
@@ -207,7 +215,7 @@ _PR_SET_NAME = 15
 
 
 def _set_name(name: bytes) -> None:
-    ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    _prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
 def exit_after(fn: Callable[[], object]) -> NoReturn:
@@ -225,6 +233,38 @@ def exit_after(fn: Callable[[], object]) -> NoReturn:
         os._exit(code)
 
 
+def start_worker(
+    rfd: int, wfd: int, parent: int, close: Iterable[int], name: bytes | None = None
+) -> NoReturn:
+    """Make this freshly forked process a pool worker and serve tasks until end of file.
+
+    The same for a worker its fork server forked and one the pool's caller forked directly:
+    its own session, SIGKILL when ``parent`` dies (at once if it has died already), the
+    signal handlers of the process it was forked from dropped, and none of the fds in
+    ``close`` kept (the pipe ends and sockets of the pool, its server and other workers).
+    ``name`` becomes its process name.
+    """
+    os.setsid()
+    _die_with_parent(parent)
+    _drop_signal_handlers()
+    for fd in close:
+        os.close(fd)
+    if name is not None:
+        _set_name(name)
+    _serve(rfd, wfd)
+
+
+def _drop_signal_handlers() -> None:
+    """Default dispositions for the signals the process this one was forked from handled
+    (what it ignored stays ignored), SIGINT ignored, no wakeup fd."""
+    signal.set_wakeup_fd(-1)
+    for sig in range(1, signal.NSIG):  # not valid_signals(): making its members copies pages
+        handler = signal.getsignal(sig)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the pool's to handle
+
+
 def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
     """Be a pool's fork server: fork a worker per ``SPAWN`` on ``ctl``, kill on ``KILL``, and
     write each worker's wait status to its status pipe once it is reaped. At end of file on
@@ -234,11 +274,7 @@ def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
     fresh interpreter (:func:`main`). It and its workers die with ``parent`` as workers do.
     """
     _die_with_parent(parent)
-    for sig in signal.valid_signals():  # the caller's handlers are not ours
-        handler = signal.getsignal(sig)
-        if callable(handler) and handler is not signal.default_int_handler:
-            signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the pool's to handle
+    _drop_signal_handlers()  # the caller's handlers are not ours
     with open("/proc/self/comm", "rb") as f:
         worker_name = f.read().strip()
     _set_name(SERVER_NAME)
@@ -265,15 +301,8 @@ def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
         os.close(status_r)
 
     def worker(rfd: int, wfd: int, fds: list[int]) -> None:
-        os.setsid()
-        _die_with_parent(server)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         ctl.close()
-        for fd in (wake_r, wake_w, *fds):
-            os.close(fd)
-        _set_name(worker_name)
-        _serve(rfd, wfd)
+        start_worker(rfd, wfd, server, [wake_r, wake_w, *fds], worker_name)
 
     def reap(block: bool) -> None:
         while live:

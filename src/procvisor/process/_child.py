@@ -3,7 +3,9 @@
 :func:`start_child` spawns a command in its own session (so its group can be stopped whole)
 with the given fds as its stdin, stdout and stderr, and returns a :class:`Child` whose
 :meth:`~Child.fileno` turns readable when it exits. The caller runs its own event loop
-(a selector thread, asyncio...) and reaps with :meth:`~Child.poll`.
+(a selector thread, asyncio...) and reaps with :meth:`~Child.poll`. ``Child(pid)`` is also
+the handle on a child the caller forked itself (a Python pool's first workers and its fork
+server).
 """
 
 from __future__ import annotations
@@ -46,9 +48,12 @@ class Child:
         return self._watch.status
 
     def signal(self, sig: int) -> None:
-        """Send ``sig`` to the child's whole process group."""
-        if self._watch.status is None:
-            signal_group(self.pid, sig)
+        """Send ``sig`` to the child's whole process group, or to the child alone while it has
+        no group of its own yet (a fork that has not called ``setsid``)."""
+        # Unreaped, so its pid cannot have been reused.
+        if self._watch.status is None and not signal_group(self.pid, sig):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     def kill(self) -> None:
         """SIGKILL the child's whole process group."""
