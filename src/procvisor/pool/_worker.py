@@ -304,6 +304,13 @@ def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
         ctl.close()
         start_worker(rfd, wfd, server, [wake_r, wake_w, *fds], worker_name)
 
+    def kill(pid: int) -> None:
+        # The worker's group; the worker alone before its setsid made it a group of its own.
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            os.kill(pid, signal.SIGKILL)
+
     def reap(block: bool) -> None:
         while live:
             try:
@@ -337,7 +344,7 @@ def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
             elif msg[:1] == KILL and len(msg) == 1 + PID.size:
                 (pid,) = PID.unpack_from(msg, 1)
                 if pid in live:  # not reaped: its pid cannot have been reused
-                    os.killpg(pid, signal.SIGKILL)
+                    kill(pid)
             else:
                 for fd in fds:
                     os.close(fd)
@@ -347,8 +354,7 @@ def serve_forks(ctl: socket.socket, parent: int) -> NoReturn:
         loop()
     finally:
         for pid in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            kill(pid)
         reap(block=True)
         os._exit(0)
 
