@@ -354,7 +354,7 @@ class Engine:
             self._thread = threading.Thread(target=self._run, name="procvisor-pool", daemon=True)
             self._thread.start()
         except BaseException:
-            self._kill_adoptable()
+            self._kill_all()  # only adoptable ones exist yet
             raise
         self._started.wait()
         if self._start_error is not None:
@@ -1129,25 +1129,19 @@ class Engine:
             self._settle()
 
     def _kill_all(self) -> None:
-        self._kill_adoptable()
-        for w in [*self._workers.values(), *self._zombies.values()]:
-            w.child.kill()
-            w.child.wait()
-            for fd in (w.rfd, w.wfd):
+        """Kill and reap every worker, the ones never adopted from ``_before_io_thread``
+        included, and close their pipes."""
+        held = [(w.child, w.rfd, w.wfd) for w in [*self._workers.values(), *self._zombies.values()]]
+        for child, rfd, wfd in [*self._adoptable, *held]:
+            child.kill()
+            child.wait()
+            for fd in (rfd, wfd):
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
+        self._adoptable.clear()
         self._workers.clear()
         self._zombies.clear()
-
-    def _kill_adoptable(self) -> None:
-        """Kill and reap the workers started before the I/O thread that it did not adopt."""
-        while self._adoptable:
-            child, rfd, wfd = self._adoptable.pop()
-            child.kill()
-            child.wait()
-            os.close(rfd)
-            os.close(wfd)
 
 
 def _cancel(future: cf.Future[Any]) -> None:
