@@ -11,7 +11,7 @@ import pytest
 import procvisor
 from helpers import await_for, pid_alive
 from procvisor import Process, TimeoutExpired
-from procvisor.process import _exitwatch
+from procvisor.process import _exec, _exitwatch, start_ticks
 
 PY = sys.executable
 IGNORE_TERM_WITH_GRANDCHILD = "trap '' TERM; sleep 300 & echo $!; echo ready; wait"
@@ -154,6 +154,22 @@ async def test_exit_status_unknown_when_another_reaper_took_it(exit_watch) -> No
     os.waitpid(proc.pid, 0)  # someone else reaps our child first
     result = await proc.wait()
     assert result.returncode is None and result.signal is None
+
+
+async def test_start_ticks_match_proc_without_reading_it(monkeypatch) -> None:
+    procs = [await procvisor.spawn(["sleep", "30"], grace=0.1) for _ in range(20)]
+    try:
+        assert [p.start_ticks for p in procs] == [start_ticks(p.pid) for p in procs]
+    finally:
+        await asyncio.gather(*(p.stop() for p in procs))
+    # When the clock readings around the spawn straddle a tick, /proc is read instead.
+    clock = iter(range(10**6))
+    monkeypatch.setattr(_exec, "boot_ticks", lambda: next(clock))
+    async with await procvisor.spawn(["sleep", "30"], grace=0.1) as proc:
+        assert proc.start_ticks == start_ticks(proc.pid) and proc.start_ticks is not None
+    gone = await procvisor.spawn(["true"])
+    await gone.wait()
+    assert gone.start_ticks is None  # read after it was reaped: unknown, never a guess
 
 
 def test_process_has_no_public_constructor() -> None:

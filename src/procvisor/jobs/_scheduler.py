@@ -88,7 +88,7 @@ from procvisor.policy.admission import (
 from procvisor.policy.jobqueue import JobQueue
 from procvisor.policy.jobstate import TERMINAL_STATES, JobState, check_transition, retry_delay
 from procvisor.policy.units import format_duration
-from procvisor.process import Process, Result, reap_orphans, spawn, start_ticks, stop_group
+from procvisor.process import Process, Result, reap_orphans, spawn, stop_group
 from procvisor.store import JobChange, NewJob, Store
 
 __all__ = ["Scheduler"]
@@ -775,7 +775,7 @@ class Scheduler:
             return
         job.proc = proc
         job.pid = proc.pid
-        job.start_ticks = start_ticks(proc.pid)
+        job.start_ticks = proc.start_ticks
         job.started = time.time()
         self._procs[job.id] = job
         self._transition(job, S.RUNNING, f"started, pid {proc.pid}", job.started)

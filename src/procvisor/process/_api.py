@@ -313,6 +313,15 @@ class Process(metaclass=NoPublicConstructor):
         return self._ex.commands[0].args
 
     @property
+    def start_ticks(self) -> float | None:
+        """When it started, in clock ticks since boot, as ``/proc/PID/stat`` gives it.
+
+        With :attr:`pid` it names this process for the life of the machine (a reused pid has
+        another start time); None if it had to be read from ``/proc`` and was gone by then.
+        """
+        return self._ex.start_ticks()
+
+    @property
     def limits(self) -> Mapping[str, str]:
         """Which mechanism enforces each limit: ``{"memory": "rlimit", ...}``."""
         return self._ex.commands[0].mechanisms

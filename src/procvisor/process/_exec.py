@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import IO, Literal
 
 from procvisor.process._exitwatch import ExitStatus, ExitWatch
-from procvisor.process._group import group_alive, group_members, reap_group, signal_group
+from procvisor.process._group import (
+    boot_ticks,
+    group_alive,
+    group_members,
+    reap_group,
+    signal_group,
+    start_ticks,
+)
 from procvisor.process._limits import SAMPLE_INTERVAL
 from procvisor.process._output import LineQueue, OutputSink, TailBuffer
 from procvisor.process._result import Result
@@ -61,6 +68,7 @@ class Execution:
         "_next_sample",
         "_pending_input",
         "_spawned",
+        "_start_ticks",
         "_timed",
         "_timeout_at",
         "_wall_at",
@@ -108,6 +116,7 @@ class Execution:
         self.stages: list[_Stage] = []
         self._spawned: list[int] = []  # every pid started, recorded even if interrupted
         self.pgid = 0
+        self._start_ticks: float | None = None
         self.started = time.monotonic()
         self.done = False
         self.stopping: str | None = None
@@ -197,6 +206,7 @@ class Execution:
                         stage_err = TailBuffer(max_output)
                         self._add_reader(r, stage_err)
                 pgroup = None if n == 1 else (0 if i == 0 else self.pgid)
+                before = boot_ticks()
                 pid = spawn(
                     command,
                     stdin=stdin,
@@ -207,6 +217,8 @@ class Execution:
                 )
                 if i == 0:
                     self.pgid = pid
+                    if boot_ticks() == before:
+                        self._start_ticks = float(before)
                 stage = _Stage(command, pid, ExitWatch(pid), stage_err)
                 self.stages.append(stage)
                 self._exits[stage.watch.fileno()] = stage
@@ -223,6 +235,18 @@ class Execution:
                     os.close(to_close.pop())
             self._abort()
             raise
+
+    def start_ticks(self) -> float | None:
+        """When the first stage started, in clock ticks since boot (None: read too late).
+
+        With the pid it names the process for the life of the machine. Known from the
+        boot-time clock read around its spawn when both readings fell in one tick (most
+        spawns take well under one); else read from ``/proc``, where a child still running
+        its loader after exec can keep the read waiting for a while.
+        """
+        if self._start_ticks is None:
+            self._start_ticks = start_ticks(self.pgid)
+        return self._start_ticks
 
     def _stdin(self, input: InputLike, to_close: list[int]) -> int | Literal["devnull", "inherit"]:
         if input is None:

@@ -65,6 +65,19 @@ def group_pids() -> dict[int, list[int]]:
     return groups
 
 
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now, in the clock ticks since boot that ``/proc/PID/stat`` gives start times in.
+
+    The kernel stamps a new process with the boot-time clock at fork and shows it truncated
+    to ticks, so a child started between two equal readings of this has that start time:
+    known without reading ``/proc`` (see ``Execution.start_ticks``).
+    """
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // _TICK_NS
+
+
 def start_ticks(pid: int) -> float | None:
     """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``), or None if gone.
 

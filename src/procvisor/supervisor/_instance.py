@@ -124,6 +124,7 @@ class Instance(metaclass=NoPublicConstructor):
         self.pid: int | None = None
         self.started_at: float | None = None  # monotonic, while a process runs
         self.started_wall: float | None = None
+        self.start_ticks: float | None = None  # with pid, names the process (see Process)
         self.restarts = 0
         self.last_exit: ExitInfo | None = None
         self.reason = ""
@@ -384,6 +385,7 @@ class Instance(metaclass=NoPublicConstructor):
             return self._spawn_failed(exc)
         self._proc = proc
         self.pid = proc.pid
+        self.start_ticks = proc.start_ticks
         self.started_at = time.monotonic()
         self._observer.spawned(spec.name, self.started_at - spawning)
         self.started_wall = time.time()

@@ -116,7 +116,7 @@ class Supervisor:
 
     def _on_spawn(self, inst: Instance) -> None:
         assert inst.pid is not None
-        created = start_ticks(inst.pid)
+        created = inst.start_ticks
         if created is None:
             return  # already gone: nothing to find after a crash
         self._store.record_instance(
