@@ -25,6 +25,7 @@ from procvisor.daemon._api import create_app
 from procvisor.daemon._server import SOCKET_NAME, ApiServer
 from procvisor.daemon._token import load_or_create_token, token_path
 from procvisor.daemon.config import ConfigError, ConfigProblem, parse_config
+from procvisor.supervisor import _logs as logfiles
 
 SERVICES = {"web": 2, "worker": 1}
 
@@ -688,6 +689,31 @@ async def test_follow_sends_the_tail_then_new_output_and_stops_when_the_client_l
         await _read_until(chunks, seen, b"partial")
         assert bytes(seen) == b"two\nthree, partial"
     await await_for(lambda: not _follow_tasks())
+
+
+async def test_follow_of_a_file_created_after_the_request_sends_it_once(
+    client: httpx.AsyncClient, control: FakeControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job that has printed nothing when `submit --wait` starts following: the file appears
+    # between the request's mark (no file) and the read of the history.
+    log = control.log_dir / "worker-0.stdout.log"
+    real = logfiles.position
+
+    def position_then_write(path: Any) -> Any:
+        mark = real(path)
+        _write(log, b"one\n")
+        return mark
+
+    monkeypatch.setattr(logfiles, "position", position_then_write)
+    params = {"target": "worker", "follow": True}
+    async with client.stream("GET", "/logs", params=params) as response:
+        chunks = response.aiter_raw()
+        seen = bytearray()
+        await _read_until(chunks, seen, b"one\n")
+        await await_for(_follow_tasks)
+        _write(log, b"two\n")
+        await _read_until(chunks, seen, b"two\n")
+        assert bytes(seen) == b"one\ntwo\n"
 
 
 async def test_follow_of_several_instances_prefixes_whole_lines(

@@ -331,6 +331,19 @@ async def test_history_up_to_a_position_then_follow_from_it_loses_and_repeats_no
     assert position(log_path.with_name("missing.log")) is None
 
 
+async def test_history_up_to_a_position_leaves_out_files_rotated_in_after_it(
+    log_path: Path,
+) -> None:
+    log = RotatingLog(log_path, max_size=10, backups=3)
+    log.feed(b"one\n")
+    mark = position(log_path)
+    log.feed(b"two two\n")  # rotates: the marked file becomes .1, "two" starts a new file
+    log.feed(b"three\n")  # rotates again
+    assert read_tail(log_path, 10, backups=3, until=mark) == b"one\n"
+    assert read_tail(log_path, 10, backups=3) == b"one\ntwo two\nthree\n"
+    log.close()
+
+
 async def test_follow_waits_for_the_file_to_appear(log_path: Path) -> None:
     async with following(log_path) as received:
         await asyncio.sleep(0.02)  # let it poll for a missing file a few times

@@ -798,8 +798,11 @@ async def _read_tails(
         return b""
     parts = []
     for name, path, backups in files:
+        mark = marks.get(path)
+        if mark is None:
+            continue  # no file when the request came: no history (its follower reads it all)
         data = await asyncio.to_thread(
-            functools.partial(logfiles.read_tail, backups=backups, until=marks.get(path)),
+            functools.partial(logfiles.read_tail, backups=backups, until=mark),
             path,
             lines,
         )

@@ -48,7 +48,8 @@ def read_tail(
 
     A final line without a newline counts as a line. Missing files read as empty. Reads only
     as much as it needs, from the end. A rotation while it reads is harmless: files are opened
-    newest first and a file seen twice (under its old and new name) is read once.
+    newest first and a file seen twice (under its old and new name) is read once. With
+    ``until``, files rotated in after that position's file hold only later data: skipped.
 
     Raises:
         ValueError: ``lines`` is negative.
@@ -61,6 +62,7 @@ def read_tail(
     blocks: list[bytes] = []  # newest first
     newlines = 0
     seen: set[tuple[int, int]] = set()
+    before_mark = until is not None  # still looking at files newer than the marked one
     for n in range(backups + 1):
         if newlines > lines:
             break
@@ -74,7 +76,10 @@ def read_tail(
                 continue
             seen.add((st.st_dev, st.st_ino))
             stop = st.st_size
-            if until is not None and (st.st_dev, st.st_ino) == until[:2]:
+            if until is not None and before_mark:
+                if (st.st_dev, st.st_ino) != until[:2]:
+                    continue  # written after the reader's position
+                before_mark = False
                 stop = min(stop, until[2])  # nothing written after the reader's position
             while stop > 0 and newlines <= lines:
                 start = max(0, stop - _BLOCK)
