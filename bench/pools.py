@@ -31,8 +31,8 @@ Tools: procvisor (``procvisor.Pool(workers=2)``, its default ``prefetch=4``), pr
 (``pebble.ProcessPool``). Runs are interleaved: each repetition runs every configuration with
 every tool, in an order that rotates from one repetition to the next. Before them: a wait for
 the 1-minute load to drop to --max-load (the machine is shared), then one untimed run per tool
-(warm bytecode and page caches; the children keep their bytecode under PYTHONPYCACHEPREFIX, as
-the dev shells set PYTHONDONTWRITEBYTECODE). Targets, PASS or MISS per procvisor row: no-op
+(warm bytecode and page caches; the children write bytecode even though the dev shells set
+PYTHONDONTWRITEBYTECODE). Targets, PASS or MISS per procvisor row: no-op
 submit ≥ mp and ≥ 1.5× cf, loky and pebble; 1 ms tasks ≥ 90 % of 2,000/s; round-trip p99 and
 start → first result below all four peers.
 """
@@ -99,9 +99,6 @@ IDEAL_BUSY = WORKERS / 1e-3
 BUSY_GOAL = 0.9
 CHILD_TIMEOUT = 300.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYCACHE = "/tmp/pvbench-pools-pycache"
-"""Bytecode cache of the children (PYTHONPYCACHEPREFIX): outside the repository, and used
-even where PYTHONDONTWRITEBYTECODE is set, as it is in this project's dev shells."""
 WAITS = ("<method 'poll' of 'select.epoll' objects>", "<method 'acquire' of '_thread.lock")
 """Profile entries that are blocking waits, not work: left out of the profile table."""
 
@@ -630,28 +627,17 @@ def _versions(python: str) -> dict[str, str | None]:
     return found
 
 
-def _child_env() -> dict[str, str]:
-    """The children's environment: ours, with a bytecode cache that is written and read.
-
-    Without one, every import of a module that has no cached bytecode (all of procvisor in
-    an editable install under PYTHONDONTWRITEBYTECODE) compiles it again, in the pool's
-    process and in each fresh worker: a cost no installed package has.
-    """
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = PYCACHE
-    return env
-
-
 def _child(python: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in a fresh ``python``; its figures."""
     import json  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
+    from bench._report import bytecode_env  # noqa: PLC0415
+
     proc = subprocess.run(
         [python, "-m", "bench.pools", json.dumps(cfg)],
         cwd=ROOT,
-        env=_child_env(),
+        env=bytecode_env(),
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT,
@@ -676,12 +662,12 @@ def _floors(reps: int) -> dict[str, Any]:
     import socket  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
 
-    from bench._report import median  # noqa: PLC0415
+    from bench._report import bytecode_env, median  # noqa: PLC0415
 
     spec = importlib.util.find_spec("procvisor.pool._worker")
     if spec is None or spec.origin is None:
         raise RuntimeError("procvisor.pool._worker not found")
-    env = _child_env()
+    env = bytecode_env()
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.close()

@@ -52,7 +52,16 @@ from typing import Any, Protocol
 import httpx
 import psutil
 
-from bench._report import Report, Table, Target, median, number, percentile, spread
+from bench._report import (
+    Report,
+    Table,
+    Target,
+    bytecode_env,
+    median,
+    number,
+    percentile,
+    spread,
+)
 
 QUICK = {
     "ns": "10",
@@ -493,7 +502,7 @@ class Daemon:
         try:
             self.proc = subprocess.Popen(
                 tool.argv,
-                env=DAEMON_ENV,
+                env=bytecode_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
@@ -812,25 +821,6 @@ def _peer_versions(python: str) -> dict[str, str | None]:
     return found
 
 
-DAEMON_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-"""The daemons' environment: ours, but writing bytecode as an installed Python does."""
-
-
-def _compile_procvisor() -> None:
-    """Compile procvisor's modules to bytecode, as ``pip install`` does.
-
-    An editable install under PYTHONDONTWRITEBYTECODE (set in this project's dev shells) has
-    none, and every ``procvisor up`` would compile ~50 modules from source first: ~0.15 s of
-    its start that no installed copy pays. The peers come from a pip-installed venv, with
-    bytecode.
-    """
-    import compileall  # noqa: PLC0415
-
-    import procvisor  # noqa: PLC0415
-
-    compileall.compile_dir(Path(procvisor.__file__).parent, quiet=1)
-
-
 def _procvisor_exe() -> str:
     exe = Path(sys.executable).parent / "procvisor"
     if exe.exists():
@@ -906,8 +896,6 @@ def run(args: argparse.Namespace) -> Report:
             variants += [Variant(tool, delay) for delay in _csv(args.check_delays, float)]
         else:
             variants.append(Variant(tool))
-    if "procvisor" in tools:
-        _compile_procvisor()
     setup = Setup(
         workdir=args.workdir,
         procvisor=_procvisor_exe(),
