@@ -678,7 +678,7 @@ def test_check_config_lets_bugs_surface(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_monitor_cpu_budget() -> None:
-    assert parse_config("").monitor.cpu_budget == 0.1
+    assert parse_config("").monitor.cpu_budget == 0.05
     assert parse_config("[monitor]\ncpu_budget = 0").monitor.cpu_budget == 0.0
     assert parse_config("[monitor]\ncpu_budget = 0.5").monitor.cpu_budget == 0.5
     assert "monitor.cpu_budget" in only_problem("[monitor]\ncpu_budget = -1")

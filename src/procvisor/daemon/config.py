@@ -1074,13 +1074,13 @@ class MonitorSection(_Section):
         ),
     )
     cpu_budget: float = Field(
-        default=0.1,
+        default=0.05,
         ge=0.0,
         le=100.0,
         description=(
             "Percent of one core that sampling may use on average: when a round costs more, "
             "the next waits longer than interval (not while `top` or `inspect` is watching). "
-            "0: no budget. Default 0.1."
+            "0: no budget. Default 0.05."
         ),
     )
     history: PositiveDuration = Field(
