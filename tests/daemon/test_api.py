@@ -754,6 +754,26 @@ async def test_close_ends_a_follow_in_progress(tmp_path: Path, control: FakeCont
     assert not api.socket_path.exists()
 
 
+async def test_a_cancelled_close_does_not_cut_the_shutdown_short(
+    tmp_path: Path, control: FakeControl
+) -> None:
+    api = ApiServer(tmp_path / SOCKET_NAME, create_app(control), grace=0.2)
+    await api.start()
+    try:
+        async with _uds_client(api.socket_path) as c:
+            params = {"target": "worker", "follow": True}
+            async with c.stream("GET", "/logs", params=params):
+                await await_for(_follow_tasks)
+                first = asyncio.create_task(api.close())
+                await await_for(lambda: "closing" in repr(api))  # waiting out the follow
+                first.cancel()
+                await api.close()  # returns once that one shutdown is over
+                assert not _follow_tasks()
+                assert "closed" in repr(api)
+    finally:
+        await api.close()
+
+
 async def test_a_follow_survives_its_socket_being_bound_again(
     server: ApiServer, client: httpx.AsyncClient, control: FakeControl
 ) -> None:

@@ -142,6 +142,7 @@ class ApiServer:
         self._unix_id: tuple[int, int] | None = None
         self._http_address: tuple[str, int] | None = None
         self._state = "new"
+        self._closing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         tcp = f" http={self._http_address[0]}:{self._http_address[1]}" if self._http_address else ""
@@ -228,11 +229,15 @@ class ApiServer:
     async def close(self) -> None:
         """Stop listening, give requests in progress ``grace`` seconds, then close them.
 
-        The socket file is removed if it is still ours. Safe to call more than once.
+        The socket file is removed if it is still ours. Safe to call more than once, also
+        while a close is under way: every call returns once that one shutdown is over (and
+        a cancelled caller does not cut it short).
         """
-        if self._state == "closed":
-            return
-        await self._shutdown()
+        if self._closing is None:
+            if self._state == "closed":
+                return
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
 
     async def __aenter__(self) -> ApiServer:
         await self.start()
