@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 import psutil
 import pytest
@@ -194,8 +195,14 @@ def test_a_reused_pid_is_not_taken_for_the_old_process(children: Children) -> No
     target = service(old.pid)  # no start time given: the sampler learns it
     [first] = sampler.sample([target])
     assert first.alive
+    with open(f"/proc/{old.pid}/stat") as f:
+        old_tick = int(f.read().rsplit(")", 1)[1].split()[19])
     os.kill(old.pid, signal.SIGKILL)
     old.proc.wait()
+    # A process is known by its pid and its start time, which the kernel keeps in clock ticks
+    # (10 ms). Reuse in the wild takes a trip through all of pid_max, far longer than a tick;
+    # here it takes a millisecond, so let the tick pass first, as it always has in the wild.
+    wait_for(lambda: time.clock_gettime(time.CLOCK_BOOTTIME) * _procfs.CLK_TCK > old_tick + 1)
     if _spawn_at(old.pid, children) is None:
         pytest.skip("cannot make the kernel reuse a pid here (ns_last_pid not writable)")
     assert pid_alive(old.pid)  # a new process now has the old pid
