@@ -204,6 +204,22 @@ def rss_of(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def sampled_once(workdir: Path, service: str, script: str) -> None:
+    """A config whose CPU budget is so small that, after its first round, the daemon would
+    wait for hours before sampling again (unless someone looks)."""
+    write_config(
+        workdir,
+        f"""
+        [monitor]
+        interval = "100ms"
+        cpu_budget = 0.000001
+
+        [services.{service}]
+        command = ["{PY}", "-c", {json.dumps(script)}]
+        """,
+    )
+
+
 def test_the_cpu_budget_stretches_sampling_until_someone_looks(workdir, daemons) -> None:
     # A budget so small that, after its first round, the daemon would wait for hours: what
     # the service does after that round shows in `status` only once `top` is looking.
@@ -212,17 +228,7 @@ def test_the_cpu_budget_stretches_sampling_until_someone_looks(workdir, daemons)
 while not os.path.exists({str(grow)!r}): time.sleep(0.02)
 b = bytearray(60 << 20)
 time.sleep(600)"""
-    write_config(
-        workdir,
-        f"""
-        [monitor]
-        interval = "100ms"
-        cpu_budget = 0.000001
-
-        [services.late]
-        command = ["{PY}", "-c", {json.dumps(script)}]
-        """,
-    )
+    sampled_once(workdir, "late", script)
     daemons.append(Daemon(workdir))
     row = wait_for(lambda: cli(workdir, "status").returncode == 0 and status(workdir)["late:0"])
     row = wait_for(lambda: (r := status(workdir)["late:0"]).get("rss") and r)
@@ -232,6 +238,22 @@ time.sleep(600)"""
     assert status(workdir)["late:0"]["rss"] == small  # not sampled again since
     assert cli(workdir, "top", "--once", "--json").returncode == 0  # someone looks
     wait_for(lambda: status(workdir)["late:0"]["rss"] > small + (50 << 20), timeout=20)
+
+
+def test_a_restarted_instance_shows_no_figures_of_the_process_it_replaced(workdir, daemons) -> None:
+    # After the restart, the last sample is the old process's until a round comes.
+    sampled_once(workdir, "app", "import time; b = bytearray(30 << 20); time.sleep(600)")
+    daemons.append(Daemon(workdir))
+    old = wait_for(lambda: cli(workdir, "status").returncode == 0 and status(workdir)["app:0"])
+    old = wait_for(lambda: (r := status(workdir)["app:0"]).get("rss") and r)
+    assert old["rss"] > 30 << 20
+    assert cli(workdir, "restart", "app").returncode == 0
+    new = status(workdir)["app:0"]
+    assert new["pid"] not in (None, old["pid"])
+    assert new.get("rss") is None and new.get("cpu_percent") is None  # not the old figures
+    [row] = json.loads(cli(workdir, "top", "--once", "--json").stdout)
+    assert (row["pid"], row["state"], row["status"]) == (new["pid"], "running", "ok")
+    assert row["rss"] is None or row["rss"] > 30 << 20  # sampled by now, or not yet
 
 
 def test_paced_keeps_rounds_within_the_budget() -> None:

@@ -169,7 +169,8 @@ class Daemon:
                 if row["pid"] is None:
                     continue
                 labels = {"kind": "service", "service": row["service"]}
-                sample = self.monitoring.latest({**labels, "instance": str(row["instance"])})
+                labels["instance"] = str(row["instance"])
+                sample = self.monitoring.latest(labels, row["pid"])
                 if sample is not None and sample.alive:
                     row["cpu_percent"] = None if sample.cpu is None else round(sample.cpu, 1)
                     row.update(rss=sample.rss, vms=sample.vms, fds=sample.fds)

@@ -506,8 +506,13 @@ class Monitoring:
 
     # -- views ------------------------------------------------------------------------------
 
-    def latest(self, labels: Mapping[str, str]) -> Sample | None:
-        return self._latest.get(label_key(labels))
+    def latest(self, labels: Mapping[str, str], pid: int | None = None) -> Sample | None:
+        """The last sample of ``labels``; with ``pid``, only if it was taken of that process
+        (an instance restarted since the last round has none yet)."""
+        sample = self._latest.get(label_key(labels))
+        if sample is not None and pid is not None and sample.pid != pid:
+            return None
+        return sample
 
     def top(self) -> list[dict[str, Any]]:
         """The last sample of every instance and worker, with its status (ok/warning/...)."""
@@ -517,20 +522,23 @@ class Monitoring:
         instances = sup.resolve(["all"]) if sup is not None and sup.specs else []
         for inst in instances:
             labels = _instance_labels(inst)
-            sample = self.latest(labels) if inst.pid else None
+            sample = self.latest(labels, inst.pid) if inst.pid else None
             watch = self._watch(inst.service)
-            alive = sample is not None and sample.alive
+            # Not sampled since it (re)started: alive by the supervisor's word, no figures yet.
+            alive = sample.alive if sample is not None else inst.pid is not None
             report = instance_status(
                 sample.fields() if sample else None, watch.limits if watch else (), alive=alive
             )
-            rows.append(_row(inst.name, "service", inst.state.value, sample, report.status.value))
+            status = report.status.value
+            rows.append(_row(inst.name, "service", inst.state.value, inst.pid, sample, status))
         for name, labels in self._workers.items():
             sample = self.latest(labels)
             alive = sample is not None and sample.alive
             report = instance_status(sample.fields() if sample else None, (), alive=alive)
             kind = labels["kind"]
             label = name if kind == "job" else f"pool {name}"
-            rows.append(_row(label, kind, "running", sample, report.status.value))
+            pid = sample.pid if sample else None
+            rows.append(_row(label, kind, "running", pid, sample, report.status.value))
         return rows
 
     async def inspect(self, inst: Instance) -> dict[str, Any]:
@@ -581,13 +589,15 @@ class Monitoring:
         return out
 
 
-def _row(name: str, kind: str, state: str, s: Sample | None, status: str) -> dict[str, Any]:
+def _row(
+    name: str, kind: str, state: str, pid: int | None, s: Sample | None, status: str
+) -> dict[str, Any]:
     return {
         "name": name,
         "kind": kind,
         "state": state,
         "status": status,
-        "pid": s.pid if s else None,
+        "pid": pid,
         "processes": s.processes if s else 0,
         "cpu": s.cpu if s else None,
         "rss": s.rss if s else None,
