@@ -180,7 +180,13 @@ class FakeControl:
     async def reload(self) -> dict[str, list[str]]:
         if self.reload_error is not None:
             raise self.reload_error
-        return {"started": ["new"], "stopped": ["old"], "restarted": [], "unchanged": ["web"]}
+        return {
+            "started": ["new"],
+            "stopped": ["old"],
+            "restarted": [],
+            "scaled": ["worker=2"],
+            "unchanged": ["web"],
+        }
 
     def down(self) -> None:
         self.calls.append(("down",))
@@ -445,7 +451,10 @@ def test_logs_into_a_closed_pipe_ends_quietly(daemon: BackgroundDaemon, config: 
 
 def test_reload_prints_what_changed(daemon: BackgroundDaemon, config: Path) -> None:
     result = invoke(config, "reload")
-    assert (result.exit_code, result.stdout) == (0, "started: new\nstopped: old\n")
+    assert (result.exit_code, result.stdout) == (
+        0,
+        "started: new\nstopped: old\nscaled: worker=2\n",
+    )
 
 
 def test_an_invalid_config_on_reload_is_each_line_with_status_2(

@@ -165,6 +165,11 @@ def test_reload_applies_the_difference_and_refuses_a_bad_file(workdir, daemons) 
     os.kill(d.pid, signal.SIGHUP)
     final = wait_for(lambda: all_running(workdir, {"db:0", "web:0", "web:1"}), timeout=20)
     assert final["web:0"]["pid"] == after["web:0"]["pid"]
+    # A count set by `scale` lasts until the next reload, which goes back to the file's.
+    assert cli(workdir, "scale", "web", "3").returncode == 0
+    again = cli(workdir, "reload")
+    assert (again.returncode, again.stdout) == (0, "scaled: web=2\n")
+    assert set(status(workdir)) == {"db:0", "web:0", "web:1"}
 
 
 def test_after_a_sigkill_the_next_daemon_stops_the_leftovers(workdir, daemons) -> None:

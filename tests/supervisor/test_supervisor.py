@@ -250,7 +250,7 @@ async def test_reload_applies_only_the_difference(make) -> None:
         "started": ["new"],
         "stopped": ["drop"],
         "restarted": ["change"],
-        "scaled": ["grow"],
+        "scaled": ["grow=2"],
         "unchanged": ["keep"],
     }
     after = by_name(sup)

@@ -419,7 +419,7 @@ def reload(config_file: str | None, as_json: bool) -> None:
         return
     changes = [
         f"{what}: {', '.join(result[what])}"
-        for what in ("started", "stopped", "restarted")
+        for what in ("started", "stopped", "restarted", "scaled")
         if result.get(what)
     ]
     for line in changes or ["no changes"]:

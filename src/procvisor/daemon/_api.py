@@ -292,6 +292,10 @@ class ReloadResult(_Reply):
     started: list[str]
     stopped: list[str]
     restarted: list[str]
+    scaled: list[str] = Field(
+        description="Services whose instance count alone changed, as 'name=count'; a count "
+        "set by `scale` goes back to the file's."
+    )
     unchanged: list[str]
 
 

@@ -329,6 +329,7 @@ class Supervisor:
         for name in scaled:
             await self.scale(name, new[name].instances)
             self._services[name].spec = new[name]
+        scaled = [f"{name}={new[name].instances}" for name in scaled]
         for name in added:
             self.emit(name, None, "reload", "added")
         for name in changed:
