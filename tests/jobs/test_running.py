@@ -71,10 +71,12 @@ async def test_output_exit_code_and_signal_are_recorded(make_scheduler: MakeSche
     assert log.read_text() == "out\nerr\n"
     job = await jobs.wait(bad, timeout=5)
     assert (job.state, job.exit_code, job.reason) == (S.FAILED, 7, "exited with code 7")
+    assert (job.runs, job.failures) == (1, 1)  # a failure even with no retry to use
     job = await jobs.wait(killed, timeout=5)
     assert (job.state, job.exit_code, job.signal) == (S.FAILED, None, "SIGKILL")
     job = await jobs.wait(missing, timeout=5)
     assert job.state is S.FAILED and job.reason.startswith("cannot start: program")
+    assert (job.runs, job.failures) == (1, 1)
     assert jobs.log_paths(missing) == []
 
 

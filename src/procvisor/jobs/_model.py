@@ -65,7 +65,8 @@ class Job:
         submitted, not_before, deadline: wall-clock times (``deadline`` is the latest
             start; ``not_before`` is when it is due, for a delayed job or a retry).
         schedule: the cron schedule that created it, or None.
-        runs: how many times it was started; ``failures``: failed runs that used a retry.
+        runs: how many times it was started; ``failures``: how many of those failed (a run
+            preempted or cut short by a daemon crash, then queued again, is not a failure).
         pid, started, ended, exit_code, signal, duration: its current or last run
             (``exit_code`` None and ``signal`` set when a signal ended it).
         cpu_seconds: user + system CPU of all its runs (the kernel's rusage).

@@ -918,8 +918,8 @@ class Scheduler:
             )
             self._push_timer(now + delay, "retry", job.id)
             return
+        job.failures += 1
         if retries:
-            job.failures += 1
             why += f"; no retries left (of {retries})"
         self._transition(job, S.FAILED, why, wall)
         self._cascade(job, wall)
