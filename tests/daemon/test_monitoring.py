@@ -87,6 +87,7 @@ action = "throttle"
 [services.quiet]
 command = ["{PY}", "-c", "import time; time.sleep(600)"]
 env = {{ API_TOKEN = "hunter2", DB_PASSWORD = "swordfish", PLAIN = "visible" }}
+limits = {{ memory = "512M", open_files = 256 }}
 
 [alerts.rules.quiet-is-up]
 expr = "service == 'quiet' and rss > 1M"
@@ -190,8 +191,14 @@ def test_watch_limits_alerts_and_views_in_a_running_daemon(workdir, daemons, rec
     assert env["API_TOKEN"] == env["DB_PASSWORD"] == "<redacted>"
     assert env["PLAIN"] == "visible"
     assert snapshot["sample"]["detail"][0]["pid"] == snapshot["pid"]
+    assert {(lim["limit"], lim["shown"]) for lim in snapshot["limits"]} == {
+        ("memory", "512M"),
+        ("open_files", "256"),
+    }
     text = cli(workdir, "inspect", "quiet")
     assert text.returncode == 0 and "hunter2" not in text.stdout
+    rows = [line.split() for line in text.stdout.splitlines()]
+    assert ["memory", "512M", "rlimit"] in rows and ["open_files", "256", "rlimit"] in rows
     assert cli(workdir, "inspect", "nope").returncode == 1
 
     code, err = d.stop()

@@ -175,7 +175,7 @@ def format_inspect(info: dict[str, Any]) -> str:
     ]
     lines += _section("sockets:", socks)
     limits = [["LIMIT", "VALUE", "ENFORCED BY"]]
-    limits += [[lim["limit"], str(lim["value"]), lim["enforced_by"]] for lim in info["limits"]]
+    limits += [[lim["limit"], lim["shown"], lim["enforced_by"]] for lim in info["limits"]]
     lines += _section("limits:", limits)
     trend = [["FIELD", "AVERAGE", "MAX", "PER HOUR", "SAMPLES"]]
     for name, t in info.get("trend", {}).items():

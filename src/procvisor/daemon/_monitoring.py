@@ -56,6 +56,7 @@ from procvisor.policy.alerts import (
     plan_throttle,
 )
 from procvisor.policy.units import format_duration
+from procvisor.process import format_limit
 from procvisor.store import StoreError
 
 if TYPE_CHECKING:
@@ -556,7 +557,12 @@ class Monitoring:
         lims = inst.spec.limits
         mechanisms = lims.mechanisms(as_root=os.geteuid() == 0) if lims else {}
         limits = [
-            {"limit": name, "value": getattr(lims, name), "enforced_by": how}
+            {
+                "limit": name,
+                "value": getattr(lims, name),
+                "shown": format_limit(name, getattr(lims, name)),
+                "enforced_by": how,
+            }
             for name, how in mechanisms.items()
         ]
         watch = self._watch(inst.service)
@@ -565,6 +571,7 @@ class Monitoring:
                 {
                     "limit": lim.name,
                     "value": lim.maximum,
+                    "shown": lim.format(lim.maximum),
                     "enforced_by": f"sampled every {format_duration(self.pace)}, "
                     f"for {format_duration(watch.for_)}, then {watch.action.value}",
                 }

@@ -11,7 +11,7 @@ from procvisor.process._child import Child, start_child
 from procvisor.process._exitwatch import ExitStatus
 from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
 from procvisor.process._group import group_members, group_pids, start_ticks, stop_group
-from procvisor.process._limits import Limits
+from procvisor.process._limits import Limits, format_limit
 from procvisor.process._output import OutputLine, OutputSink, RotatingLog, backup_path
 from procvisor.process._pipeline import Command, Pipeline, PipelineResult, cmd
 from procvisor.process._reaper import become_subreaper, reap_orphans
@@ -38,6 +38,7 @@ __all__ = [
     "become_subreaper",
     "cmd",
     "exit_watch_mechanism",
+    "format_limit",
     "group_members",
     "group_pids",
     "parse_signal",

@@ -18,11 +18,11 @@ from procvisor.errors import (
     Signaled,
     TimeoutExpired,
 )
-from procvisor.policy.units import format_duration, format_size, parse_duration
+from procvisor.policy.units import parse_duration
 from procvisor.process._drivers import AsyncDriver, drive_sync, stop_async, wait_async
 from procvisor.process._exec import Execution, InputLike
 from procvisor.process._group import group_members
-from procvisor.process._limits import Limits
+from procvisor.process._limits import Limits, format_limit
 from procvisor.process._output import LineQueue, OutputLine, OutputSink
 from procvisor.process._result import Result, parse_signal
 from procvisor.process._spawn import CommandLike, prepare
@@ -55,14 +55,6 @@ def _limit_value(limits: Limits | None, name: str) -> float:
     return float(value) if value is not None else 0.0
 
 
-def _format_limit(name: str, value: float) -> str:
-    if name in ("cpu_time", "wall_time"):
-        return format_duration(value)
-    if name in ("memory", "core"):
-        return format_size(int(value))
-    return f"{value:g}"
-
-
 def raise_for_outcome(ex: Execution, result: Result, *, check: bool, stage: int | None) -> None:
     """Raise the error ``result`` calls for; timeouts and limits raise even without check."""
     if result.timed_out:
@@ -71,10 +63,10 @@ def raise_for_outcome(ex: Execution, result: Result, *, check: bool, stage: int 
         name = result.limit_exceeded
         allowed = _limit_value(ex.commands[0].limits, name)
         observed = ex.limit_observed
-        seen = f" (observed {_format_limit(name, observed)})" if observed is not None else ""
+        seen = f" (observed {format_limit(name, observed)})" if observed is not None else ""
         raise LimitExceeded(
             f"{shlex.join(result.args)} exceeded its {name} limit of "
-            f"{_format_limit(name, allowed)}{seen} and was stopped; raise the limit or "
+            f"{format_limit(name, allowed)}{seen} and was stopped; raise the limit or "
             "make the command use less",
             limit=name,
             observed=observed,

@@ -21,9 +21,19 @@ import math
 import resource
 from dataclasses import dataclass
 
-from procvisor.policy.units import parse_duration, parse_size
+from procvisor.policy.units import format_duration, format_size, parse_duration, parse_size
 
 SAMPLE_INTERVAL = 0.1
+
+
+def format_limit(name: str, value: float) -> str:
+    """A limit's value as its config spells it: ``512M``, ``10s``, ``256``."""
+    if name in ("cpu_time", "wall_time"):
+        return format_duration(value)
+    if name in ("memory", "core"):
+        return format_size(int(value))
+    return f"{value:g}"
+
 
 _RLIMITS = {
     "memory": ("as", resource.RLIMIT_AS),
