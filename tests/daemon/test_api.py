@@ -183,7 +183,13 @@ class FakeControl:
         self.calls.append(("reload",))
         if self.reload_error is not None:
             raise self.reload_error
-        return {"started": ["new"], "stopped": [], "restarted": ["web"], "unchanged": ["worker"]}
+        return {
+            "started": ["new"],
+            "stopped": [],
+            "restarted": ["web"],
+            "scaled": ["pool=3"],
+            "unchanged": ["worker"],
+        }
 
     def down(self) -> None:
         self.calls.append(("down",))
@@ -430,6 +436,7 @@ async def test_reload_reports_what_changed(client: httpx.AsyncClient) -> None:
         "started": ["new"],
         "stopped": [],
         "restarted": ["web"],
+        "scaled": ["pool=3"],
         "unchanged": ["worker"],
     }
 

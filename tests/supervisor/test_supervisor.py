@@ -208,6 +208,11 @@ async def test_an_unhealthy_instance_is_restarted(make, tmp_path: Path) -> None:
     msgs = events(sup)
     assert any(k == "health" and "healthy -> unhealthy" in m for k, m in msgs)
     assert any(k == "exit" and m.startswith("unhealthy") for k, m in msgs)
+    flag.touch()
+    await await_for(lambda: by_name(sup)["web:0"]["health"] == "healthy")
+    await sup.stop(["web"])
+    stopped = by_name(sup)["web:0"]
+    assert (stopped["state"], stopped["health"]) == ("stopped", None)  # no stale verdict
 
 
 async def test_dependencies_start_first_and_stop_last(make, tmp_path: Path) -> None:

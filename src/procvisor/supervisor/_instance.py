@@ -189,8 +189,8 @@ class Instance(metaclass=NoPublicConstructor):
         uptime = None
         if self.started_at is not None and self.state in (State.RUNNING, State.STOPPING):
             uptime = time.monotonic() - self.started_at
-        health = None
-        if self.spec.health is not None:
+        health = None  # a verdict on a process: none while no process runs
+        if self.spec.health is not None and uptime is not None:
             health = self.health.health.value if self.health is not None else "unknown"
         return {
             "name": self.name,
