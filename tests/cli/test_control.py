@@ -85,6 +85,26 @@ STATUS = [
         "rss": None,
         "reason": "5 restarts in 60s; trying again in 5m",
     },
+    {
+        "name": "cron:0",
+        "service": "cron",
+        "instance": 0,
+        "state": "fatal",
+        "pid": None,
+        "uptime": None,
+        "restarts": 0,
+        "last_exit": {
+            "pid": None,
+            "code": None,
+            "signal": None,
+            "at": 1700000000.0,
+            "reason": "cannot start: program 'crond' not found in PATH (/usr/bin:/bin)",
+        },
+        "health": None,
+        "cpu_percent": None,
+        "rss": None,
+        "reason": "cannot start: program 'crond' not found in PATH (/usr/bin:/bin); fatal",
+    },
 ]
 
 
@@ -302,17 +322,19 @@ def test_status_is_an_aligned_table(daemon: BackgroundDaemon, config: Path) -> N
     result = invoke(config, "status")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "NAME   STATE    PID   UPTIME  RESTARTS  LAST-EXIT  HEALTH   CPU   MEM",
-        "web:0  running  4242  1h2m    2         exit 1     healthy  1.2%  15M",
-        "web:1  fatal    -     -       5         SIGKILL    -        -     -",
+        "NAME    STATE    PID   UPTIME  RESTARTS  LAST-EXIT    HEALTH   CPU   MEM",
+        "web:0   running  4242  1h2m    2         exit 1       healthy  1.2%  15M",
+        "web:1   fatal    -     -       5         SIGKILL      -        -     -",
+        "cron:0  fatal    -     -       0         not started  -        -     -",
         "web:1: 5 restarts in 60s; trying again in 5m",
+        "cron:0: cannot start: program 'crond' not found in PATH (/usr/bin:/bin); fatal",
     ]
 
 
 def test_status_json_is_the_apis_answer(daemon: BackgroundDaemon, config: Path) -> None:
     result = invoke(config, "status", "web", "--json")
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == STATUS
+    assert json.loads(result.stdout) == [item for item in STATUS if item["service"] == "web"]
     assert daemon.control.calls == [("status", "web")]
 
 

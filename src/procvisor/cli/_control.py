@@ -128,7 +128,7 @@ def _last_exit(last: dict[str, Any] | None) -> str:
         return str(last["signal"])
     if last.get("code") is not None:
         return f"exit {last['code']}"
-    return str(last.get("reason") or "-")
+    return "not started"  # the spawn failed; the reason line below the table says why
 
 
 def _status_rows(items: Sequence[dict[str, Any]]) -> list[list[str]]:
