@@ -199,6 +199,11 @@ def test_watch_limits_alerts_and_views_in_a_running_daemon(workdir, daemons, rec
     assert text.returncode == 0 and "hunter2" not in text.stdout
     rows = [line.split() for line in text.stdout.splitlines()]
     assert ["memory", "512M", "rlimit"] in rows and ["open_files", "256", "rlimit"] in rows
+    # The trend names its window and how much of it the samples cover.
+    assert snapshot["trend_window"] == 600 and 0 <= snapshot["trend"]["rss"]["span"] <= 600
+    assert any(line[:3] == ["trend", "(last", "10m;"] for line in rows)
+    [rss_trend] = [line for line in rows if line[:1] == ["rss"]]
+    assert rss_trend[-1].endswith("s")  # OVER: the samples' span, a few seconds here
     assert cli(workdir, "inspect", "nope").returncode == 1
 
     code, err = d.stop()

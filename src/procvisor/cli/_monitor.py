@@ -177,7 +177,7 @@ def format_inspect(info: dict[str, Any]) -> str:
     limits = [["LIMIT", "VALUE", "ENFORCED BY"]]
     limits += [[lim["limit"], lim["shown"], lim["enforced_by"]] for lim in info["limits"]]
     lines += _section("limits:", limits)
-    trend = [["FIELD", "AVERAGE", "MAX", "PER HOUR", "SAMPLES"]]
+    trend = [["FIELD", "AVERAGE", "MAX", "PER HOUR", "SAMPLES", "OVER"]]
     for name, t in info.get("trend", {}).items():
 
         def show(v: float, size: bool = name == "rss") -> str:
@@ -185,8 +185,10 @@ def format_inspect(info: dict[str, Any]) -> str:
 
         per_hour = t.get("per_hour")
         growth = "-" if per_hour is None else ("-" if per_hour < 0 else "+") + show(abs(per_hour))
-        trend.append([name, show(t["average"]), show(t["max"]), growth, str(t["samples"])])
-    lines += _section(f"trend (last {format_duration(600)}):", trend)
+        span = format_duration(t["span"])
+        trend.append([name, show(t["average"]), show(t["max"]), growth, str(t["samples"]), span])
+    window = format_duration(info["trend_window"])
+    lines += _section(f"trend (last {window}; a short OVER makes PER HOUR a guess):", trend)
     env = [["NAME", "VALUE"]] + [[k, v] for k, v in sorted(info.get("environment", {}).items())]
     lines += _section("environment (secret-looking values redacted):", env)
     if info.get("error"):

@@ -583,15 +583,18 @@ class Monitoring:
             (sample,) = await asyncio.to_thread(self.sampler.sample, [target], detail=True)
             out["sample"] = sample.to_dict()
             out.update(await asyncio.to_thread(_process_details, inst.pid))
+        window = self._config.monitor.history
         out["trend"] = {}
+        out["trend_window"] = window
         for name in ("rss", "cpu"):
-            t = self.history.trend(labels, name, window=self._config.monitor.history)
+            t = self.history.trend(labels, name, window=window)
             if t is not None:
                 out["trend"][name] = {
                     "average": t.average,
                     "max": t.maximum,
                     "per_hour": t.per_hour,
                     "samples": t.count,
+                    "span": t.span,
                 }
         return out
 
