@@ -10,20 +10,23 @@ pure decisions in ``policy`` (:mod:`procvisor.policy.taskqueue`, :mod:`procvisor
 
 from typing import TYPE_CHECKING, Any
 
-from procvisor.pool._pool import AsyncPool, Pool
-
 if TYPE_CHECKING:
     from procvisor.policy.balance import NoHealthyPool
     from procvisor.pool._balancer import Balancer
     from procvisor.pool._command import CommandPool
+    from procvisor.pool._pool import AsyncPool, Pool
     from procvisor.pool._stats import PoolStats
 
 __all__ = ["AsyncPool", "Balancer", "CommandPool", "NoHealthyPool", "Pool", "PoolStats"]
 
 
 def __getattr__(name: str) -> Any:
-    # What a Python pool does not need (JSON, the balancing policy, the stats dataclass) loads
-    # on first use: it is inside a pool's start -> first result when Pool is what is asked for.
+    # Each part loads on first use: the daemon needs only PoolStats unless it runs command
+    # pools, and a Python pool needs neither JSON nor the balancing policy.
+    if name in ("Pool", "AsyncPool"):
+        from procvisor.pool import _pool  # noqa: PLC0415
+
+        return getattr(_pool, name)
     if name == "PoolStats":
         from procvisor.pool._stats import PoolStats  # noqa: PLC0415
 
