@@ -18,7 +18,7 @@ map      ``map(fn, range(N), chunksize=1)``, consumed into a list; throughput on
 rtt      submit one no-op task, wait for its result, repeat: the unloaded round trip.
 startup  pool constructor -> first no-op result (the import of the module that holds the
          pool is timed apart, before, as in the team harness: for procvisor that is
-         ``procvisor.pool``; lazy imports on first use are inside), then the time until the
+         ``procvisor.pool._pool``; lazy imports on first use are inside), then the time until the
          pool's worker processes all exist, and shutdown (``shutdown(wait=True)``; mp,
          pebble: close + join).
 profile  (once per procvisor row, after the rest) the no-op submit run under cProfile, in the
@@ -84,10 +84,11 @@ LABELS = {
 }
 IMPORTS = {
     # The module that holds each tool's pool, imported before the timed start as the team
-    # harness does (``import procvisor`` alone leaves the pool layer to its first use).
-    "procvisor": "procvisor.pool",
-    "procvisor-pf0": "procvisor.pool",
-    "procvisor-cmd": "procvisor.pool",
+    # harness does (``import procvisor``, and ``import procvisor.pool`` too, leave the pool's
+    # module to its first use).
+    "procvisor": "procvisor.pool._pool",
+    "procvisor-pf0": "procvisor.pool._pool",
+    "procvisor-cmd": "procvisor.pool._command",
     "cf": "concurrent.futures",
     "mp": "multiprocessing",
     "loky": "loky",
@@ -1120,7 +1121,7 @@ def _analysis(
         f"(2 workers; {med(pv, 'startup 2', 'construct_s', 1e3)} in the constructor), "
         "against "
         + each("startup 2", "first_result_s", 1e3)
-        + " ms; the import of `procvisor.pool` before it took "
+        + " ms; the import of `procvisor.pool._pool` before it took "
         f"{med(pv, 'startup 2', 'module_import_s', 1e3)} ms. A caller "
         "with threads gets a fresh fork server instead: `python -c pass` takes "
         f"{number(floors['pass_ms'])} ms here and the worker script alone "
@@ -1200,8 +1201,8 @@ def run(args: argparse.Namespace) -> Report:
         "is user + system time over the submit window, of the pool's process (all threads) and "
         "of its workers (/proc, 10 ms ticks). RSS/USS: psutil, after the no-op submit run, "
         "median over the workers. Startup excludes the import of the module that holds the "
-        "pool (own column; for procvisor `procvisor.pool`, which `import procvisor` leaves to "
-        "first use), as the team harness does, but includes lazy imports on first use (cf's "
+        "pool (own column; for procvisor `procvisor.pool._pool`, which `import procvisor` leaves "
+        "to first use), as the team harness does, but includes lazy imports on first use (cf's "
         "`concurrent.futures.process`)."
     )
     notes.append(
