@@ -102,6 +102,33 @@ def test_up_runs_services_and_sigterm_stops_them_then_exits_0(workdir, daemons) 
     assert not (workdir / ".procvisor" / "procvisor.sock").exists()
 
 
+def test_the_daemon_works_in_the_config_files_directory(workdir) -> None:
+    # Started from elsewhere, and detached: services and jobs without a cwd run beside the
+    # config file, and so does the daemon (whose own cwd lets them start with posix_spawn).
+    conf = workdir / "conf"
+    conf.mkdir()
+    config = write_config(conf, f"[services.app]\ncommand = {SLEEPER}\n")
+    up = cli(workdir, "up", "-d", "-c", "conf/procvisor.toml")
+    assert up.returncode == 0, up.stderr
+    daemon_pid = int((conf / ".procvisor" / "procvisor.pid").read_text())
+    try:
+        assert os.readlink(f"/proc/{daemon_pid}/cwd") == str(conf)
+        app = json.loads(cli(workdir, "status", "-c", str(config), "--json").stdout)[0]
+        assert os.readlink(f"/proc/{app['pid']}/cwd") == str(conf)
+        job = cli(workdir, "submit", "-c", str(config), "--", "pwd").stdout.strip()
+        wait_for(
+            lambda: (
+                json.loads(cli(workdir, "job", job, "-c", str(config), "--json").stdout)["state"]
+                == "succeeded"
+            )
+        )
+        logged = cli(workdir, "logs", "--job", job, "-c", str(config))
+        assert logged.stdout == f"{conf}\n"
+    finally:
+        down = cli(workdir, "down", "-c", str(config))
+    assert down.returncode == 0, down.stderr
+
+
 def test_a_second_daemon_on_the_same_state_dir_is_refused(workdir, daemons) -> None:
     write_config(workdir, TWO)
     daemons.append(Daemon(workdir))

@@ -554,10 +554,11 @@ def run_daemon(config_path: Path, *, detach: bool) -> int:
         DaemonError: the state dir is unusable or another daemon holds it.
     """
     config = load_config(config_path)  # errors name the file as the user did
-    config_path = config_path.absolute()  # the detached daemon runs in /; reload reads it
+    config_path = config_path.absolute()  # reload reads it after the chdir below
     state = state_dir(config, config_path)
     prepare_state_dir(state)
     if not detach:
+        os.chdir(config_path.parent)  # see _detach
         _setup_logging(sys.stderr)
         code = _serve(config_path, config, state, lambda error: None)
         _exit_now(code)
@@ -606,7 +607,9 @@ def _detach(config_path: Path, config: Config, state: Path) -> int:
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.close(out)
-        os.chdir("/")
+        # The daemon works in the config file's directory, the default cwd of its services
+        # and jobs: they start with posix_spawn there, which has no chdir (see spawn()).
+        os.chdir(config_path.parent)
         _setup_logging(sys.stderr)
 
         def ready(error: str | None) -> None:

@@ -361,8 +361,8 @@ def spawn(
             def preexec() -> None:
                 setrlimits(rlimits)
 
-    # A daemon's services run in the config file's directory, which is most often the
-    # daemon's own: no chdir is needed then, and posix_spawn (no cwd option) can be used.
+    # A daemon's services run in the config file's directory by default, where the daemon
+    # works too: no chdir is needed then, and posix_spawn (no cwd option) can be used.
     here = command.cwd is None or os.path.abspath(command.cwd) == os.getcwd()
     fast = preexec is None and here and command.uid is None
     fast = fast and command.gid is None and command.umask is None
