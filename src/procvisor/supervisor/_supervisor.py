@@ -329,12 +329,12 @@ class Supervisor:
         for name in scaled:
             await self.scale(name, new[name].instances)
             self._services[name].spec = new[name]
-        scaled = [f"{name}={new[name].instances}" for name in scaled]
         for name in added:
             self.emit(name, None, "reload", "added")
         for name in changed:
             self.emit(name, None, "reload", "changed: restarted")
-        return ReloadResult(added, removed, changed, scaled, unchanged)
+        counts = [f"{name}={new[name].instances}" for name in scaled]
+        return ReloadResult(added, removed, changed, counts, unchanged)
 
     async def stop_leftovers(self) -> list[str]:
         """Stop the service processes a previous daemon left behind (it was SIGKILLed).
