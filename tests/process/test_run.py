@@ -157,6 +157,33 @@ def test_sigpipe_is_default_in_the_child() -> None:
     assert r.stdout == b"done\n"
 
 
+def _signal_mask(status: bytes, field: bytes) -> int:
+    line = next(x for x in status.splitlines() if x.startswith(field + b":"))
+    return int(line.split()[1], 16)
+
+
+@pytest.mark.parametrize("cwd", [None, "/"], ids=["posix_spawn", "subprocess"])
+def test_the_child_keeps_ignored_signals_and_resets_the_rest(cwd: str | None) -> None:
+    # What exec itself keeps: a signal ignored here (as under nohup) stays ignored, a handled
+    # one is default again; SIGPIPE and SIGXFSZ, which Python ignores for itself, are default.
+    bit = lambda sig: 1 << (sig - 1)  # noqa: E731
+    old = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGUSR1)}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        status = procvisor.run(["cat", "/proc/self/status"], cwd=cwd, check=True).stdout
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    ignored, caught = _signal_mask(status, b"SigIgn"), _signal_mask(status, b"SigCgt")
+    assert ignored & bit(signal.SIGHUP)
+    assert not ignored & (bit(signal.SIGPIPE) | bit(signal.SIGXFSZ) | bit(signal.SIGUSR1))
+    assert caught == 0
+    # And once this process stops ignoring it, neither does the child.
+    status = procvisor.run(["cat", "/proc/self/status"], cwd=cwd, check=True).stdout
+    assert not _signal_mask(status, b"SigIgn") & bit(signal.SIGHUP)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 def test_runs_as_another_user_without_roots_groups() -> None:
     r = procvisor.run(["id", "-u"], user="nobody")
