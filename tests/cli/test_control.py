@@ -379,6 +379,7 @@ def test_scale(daemon: BackgroundDaemon, config: Path) -> None:
     assert one_error_line(refused) == "procvisor: instances: at most 8, not 9"
     negative = invoke(config, "scale", "web", "-1")
     assert negative.exit_code == 2
+    assert "-1 is not in the range x>=0" in one_error_line(negative)
 
 
 @pytest.mark.parametrize(

@@ -59,8 +59,12 @@ _STATUS_COLUMNS = (
 )
 
 
-def _command(name: str) -> Callable[[_F], click.Command]:
-    """A control command named ``name``, with ``-c/--config``."""
+def _command(name: str, *, numbers: bool = False) -> Callable[[_F], click.Command]:
+    """A control command named ``name``, with ``-c/--config``.
+
+    ``numbers``: an argument may be negative (``scale web -1`` then says the count must be
+    0 or more, instead of "no such option: -1").
+    """
 
     def decorate(function: _F) -> click.Command:
         function = click.option(
@@ -70,9 +74,8 @@ def _command(name: str) -> Callable[[_F], click.Command]:
             metavar="FILE",
             help="Config file of the daemon (default: $PROCVISOR_CONFIG, else ./procvisor.toml).",
         )(function)
-        return click.command(
-            name, cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]}
-        )(function)
+        settings = {"help_option_names": ["-h", "--help"], "ignore_unknown_options": numbers}
+        return click.command(name, cls=OneLineCommand, context_settings=settings)(function)
 
     return decorate
 
@@ -234,7 +237,7 @@ def restart(
     _report("restarted", result, as_json)
 
 
-@_command("scale")
+@_command("scale", numbers=True)
 @_json_option
 @click.argument("service", metavar="SVC")
 @click.argument("instances", metavar="N", type=click.IntRange(min=0))
