@@ -151,8 +151,10 @@ def _posix_spawn(env: Mapping[str, str]) -> Callable[[], object]:
 
 
 def _posix_spawn_captured(env: Mapping[str, str]) -> Callable[[], object]:
-    """The syscalls of a capturing run and nothing else: two pipes, a new session, one
-    poll over the pipes and a pidfd, the reads to end of file, the reap."""
+    """The syscalls of a capturing run and nothing else: two pipes, a new session, the
+    signals reset as procvisor resets them, one poll over the pipes and a pidfd, the reads
+    to end of file, the reap."""
+    reset = pv_spawn.signals_to_reset()
 
     def call() -> object:
         out_r, out_w = os.pipe()
@@ -162,6 +164,8 @@ def _posix_spawn_captured(env: Mapping[str, str]) -> Callable[[], object]:
             ["true"],
             env,
             setsid=True,
+            setsigdef=reset,
+            setsigmask=(),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, out_w, 1),
