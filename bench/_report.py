@@ -44,6 +44,9 @@ class Sample:
     wall: float
     latencies: Sequence[float] = ()
     """Seconds, one per operation (may be empty when only the total matters)."""
+    usage: tuple[float, float, float] | None = None
+    """This process's user and system CPU seconds and voluntary context switches (times it
+    slept), over the ``count`` operations, where a bench measures them."""
 
     @property
     def rate(self) -> float:

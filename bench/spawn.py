@@ -63,12 +63,20 @@ def _sequential(call: Callable[[], object], n: int) -> Callable[[], Sample]:
         for _ in range(WARMUP):
             call()
         latencies = []
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = _perf()
         for _ in range(n):
             t = _perf()
             call()
             latencies.append(_perf() - t)
-        return Sample(n, _perf() - start, latencies)
+        wall = _perf() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        usage = (
+            after.ru_utime - before.ru_utime,
+            after.ru_stime - before.ru_stime,
+            after.ru_nvcsw - before.ru_nvcsw,
+        )
+        return Sample(n, wall, latencies, usage)
 
     return measure
 
@@ -330,6 +338,21 @@ def _extra_us(samples: Sequence[Sample], base: Sequence[Sample]) -> list[float]:
     return [(s.per_op - b.per_op) * 1e6 for s, b in zip(samples, base, strict=True)]
 
 
+def _per_spawn(samples: Sequence[Sample], field: int) -> float:
+    """The median over repetitions of one ``Sample.usage`` field, per spawn."""
+    return median([s.usage[field] / s.count for s in samples if s.usage is not None])
+
+
+def _parent_cpu(samples: Sequence[Sample]) -> str:
+    """This process's own CPU time per spawn (the child's is not in it), user / system."""
+    return f"{number(_per_spawn(samples, 0) * 1e6)} / {number(_per_spawn(samples, 1) * 1e6)}"
+
+
+def _sleeps(samples: Sequence[Sample]) -> str:
+    """Voluntary context switches per spawn: each is a sleep and a wake-up."""
+    return f"{_per_spawn(samples, 2):.2f}"
+
+
 def _ratio(samples: Sequence[Sample], peer: Sequence[Sample]) -> float:
     return median(_rates(samples)) / median(_rates(peer))
 
@@ -391,6 +414,8 @@ def _tables(s: dict[str, list[Sample]], n: int) -> list[Table]:
             f"{_ratio(s[key], s['subprocess.run']):.2f}×",
             f"{_ratio(s[key], s['posix_spawn']):.2f}×",
             f"{number(median(_ms(s[key], 50)))} / {number(median(_ms(s[key], 99)))}",
+            _parent_cpu(s[key]),
+            _sleeps(s[key]),
         ]
         for key, label in SEQ.items()
     ]
@@ -419,7 +444,15 @@ def _tables(s: dict[str, list[Sample]], n: int) -> list[Table]:
     return [
         Table(
             f"Sequential: {n:,} × `true`, one at a time",
-            ["method", "jobs/s", "× subprocess.run", "× posix_spawn", "latency p50 / p99 ms"],
+            [
+                "method",
+                "jobs/s",
+                "× subprocess.run",
+                "× posix_spawn",
+                "latency p50 / p99 ms",
+                "parent CPU µs, user / system",
+                "parent sleeps",
+            ],
             seq_rows,
         ),
         Table(
@@ -455,7 +488,8 @@ def run(args: argparse.Namespace) -> Report:
         "this run; latency percentiles: per repetition, then the median of those (p99 of the "
         "asyncio rows with [min–max]). Sequential latency: call → child reaped; asyncio latency: "
         "semaphore acquired → finished. µs per spawn: wall time / N; extra µs: paired "
-        "repetition by repetition."
+        "repetition by repetition. Parent CPU and sleeps (voluntary context switches): this "
+        "process's own, from getrusage, per spawn; the child's time is not in them."
     )
     notes = [
         "procvisor here: " + ", ".join(f"{k}: {v}" for k, v in facts.items()) + ".",
