@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 import procvisor
 from procvisor import LimitExceeded, Limits
 from procvisor.process import _spawn
+from procvisor.process._api import raise_for_outcome
 
 PY = sys.executable
 
@@ -103,3 +105,33 @@ def test_processes_limit_for_a_user_is_a_kernel_rlimit() -> None:
     r = procvisor.run(["sh", "-c", script], user="nobody", limits=Limits(processes=3), grace=0.2)
     assert r.limits == {"processes": "rlimit"}
     assert b"fork" in r.stdout.lower() or b"resource" in r.stdout.lower()
+
+
+@pytest.mark.parametrize(
+    ("observed", "shown"), [(0.9988, None), (1.0, None), (1.5, "(observed 1.5s)")]
+)
+def test_the_message_shows_what_was_observed_only_beyond_the_limit(
+    observed: float, shown: str | None
+) -> None:
+    # CPU time is accounted in ticks: a process stopped at its 1s limit may show 998.8ms.
+    ex = SimpleNamespace(
+        timeout=None,
+        commands=[SimpleNamespace(limits=Limits(cpu_time=1))],
+        limit_observed=observed,
+    )
+    result = procvisor.Result(
+        args=("spin",),
+        pid=1,
+        returncode=-24,
+        signal="SIGXCPU",
+        stdout=b"",
+        stderr=b"",
+        duration=1.0,
+        limit_exceeded="cpu_time",
+    )
+    with pytest.raises(LimitExceeded) as info:
+        raise_for_outcome(ex, result, check=False, stage=None)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith("spin exceeded its cpu_time limit of 1s")
+    assert (shown in message) if shown else "observed" not in message
+    assert info.value.observed == observed

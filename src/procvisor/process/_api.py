@@ -63,7 +63,11 @@ def raise_for_outcome(ex: Execution, result: Result, *, check: bool, stage: int 
         name = result.limit_exceeded
         allowed = _limit_value(ex.commands[0].limits, name)
         observed = ex.limit_observed
-        seen = f" (observed {format_limit(name, observed)})" if observed is not None else ""
+        # CPU time is accounted in ticks: a process stopped at its limit can show a little
+        # less, and "limit of 1s (observed 998.8ms)" would read as a contradiction.
+        seen = ""
+        if observed is not None and observed > allowed:
+            seen = f" (observed {format_limit(name, observed)})"
         raise LimitExceeded(
             f"{shlex.join(result.args)} exceeded its {name} limit of "
             f"{format_limit(name, allowed)}{seen} and was stopped; raise the limit or "
