@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -237,6 +238,32 @@ def test_executable_without_interpreter_line(tmp_path) -> None:
     with pytest.raises(SpawnError) as info:
         procvisor.run([str(path)])
     assert info.value.reason == "exec_format"
+
+
+@pytest.mark.parametrize("cwd", [None, "/"], ids=["posix_spawn", "subprocess"])
+def test_a_script_whose_interpreter_is_missing_names_it(tmp_path, cwd) -> None:
+    path = tmp_path / "script"
+    path.write_text("#!/no/such/interpreter -x\necho hi\n")
+    path.chmod(0o755)
+    with pytest.raises(SpawnError) as info:
+        procvisor.run([str(path)], cwd=cwd)
+    assert info.value.reason == "not_found"
+    assert str(info.value) == (
+        f"cannot start {str(path)!r}: its '#!' line names '/no/such/interpreter', "
+        "which does not exist"
+    )
+
+
+def test_a_binary_whose_loader_is_missing_says_so(tmp_path) -> None:
+    binary = Path("/bin/true").read_bytes()
+    loader = next(part for part in binary.split(b"\0") if part.startswith(b"/lib"))
+    path = tmp_path / "foreign"
+    path.write_bytes(binary.replace(loader, loader[:-1] + b"X", 1))
+    path.chmod(0o755)
+    with pytest.raises(SpawnError) as info:
+        procvisor.run([str(path)])
+    assert info.value.reason == "not_found"
+    assert "its dynamic loader does not exist here" in str(info.value)
 
 
 def test_bad_cwd_user_and_group(tmp_path) -> None:

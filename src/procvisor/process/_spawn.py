@@ -332,12 +332,32 @@ def _spawn_error(exc: OSError, command: PreparedCommand) -> SpawnError:
         "exec_format": "; is it a script without a '#!' line, or built for another machine?",
         "resource_exhausted": "; the machine is out of processes, memory or file descriptors",
     }.get(reason, "")
+    why = exc.strerror or str(exc)
+    if reason == "not_found":
+        # The program was found before the spawn: what exec did not find is its interpreter.
+        why = _missing_interpreter(command.executable) or why
     return SpawnError(
-        f"cannot start {command.args[0]!r}: {exc.strerror or exc}{hint}",
+        f"cannot start {command.args[0]!r}: {why}{hint}",
         reason=reason,
         command=command.args,
         errno=exc.errno,
     )
+
+
+def _missing_interpreter(path: str) -> str | None:
+    """What exec could not find when ``path`` exists: its '#!' interpreter, or its loader."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if head.startswith(b"#!"):
+        words = head[2:].split(b"\n", 1)[0].split()
+        if words:
+            return f"its '#!' line names {os.fsdecode(words[0])!r}, which does not exist"
+    if head.startswith(b"\x7fELF"):
+        return "its dynamic loader does not exist here (built for another system?)"
+    return None
 
 
 _prlimit_path: str | Literal[False] | None = False
