@@ -427,6 +427,21 @@ def test_logs_prints_the_tail(daemon: BackgroundDaemon, config: Path) -> None:
     assert "no service 'nope'" in one_error_line(unknown)
 
 
+def test_logs_points_to_stderr_when_stdout_is_empty(daemon: BackgroundDaemon, config: Path) -> None:
+    logs = config.parent / "logs"
+    (logs / "web:0.stdout").write_bytes(b"")
+    (logs / "web:0.stderr").write_bytes(b"Traceback: it crashed\n")
+    result = invoke(config, "logs", "web:0")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert one_error_line(result) == (
+        "procvisor: web:0 wrote nothing to stdout; its stderr has output: "
+        "procvisor logs --stderr web:0"
+    )
+    # Nothing to point to: nothing is said.
+    quiet = invoke(config, "logs", "worker")
+    assert quiet.exit_code == 0 and quiet.stdout == quiet.stderr == ""
+
+
 def _start_cli(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [PROCVISOR, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True

@@ -341,11 +341,24 @@ def logs(
         "follow": "true" if follow else "false",
     }
     out = sys.stdout.buffer
+    printed = False
     try:
-        with connect(config_file) as daemon, daemon.stream("/logs", params) as response:
-            for chunk in response.iter_bytes():
-                out.write(chunk)
-                out.flush()
+        with connect(config_file) as daemon:
+            with daemon.stream("/logs", params) as response:
+                for chunk in response.iter_bytes():
+                    printed = printed or bool(chunk)
+                    out.write(chunk)
+                    out.flush()
+            if not printed and not follow and not use_stderr and job_id is None:
+                # A crashing service often writes only to stderr: say so, not just nothing.
+                probe = {**params, "stream": "stderr", "lines": 1}
+                with daemon.stream("/logs", probe) as response:
+                    if any(response.iter_bytes()):
+                        click.echo(
+                            f"procvisor: {target} wrote nothing to stdout; its stderr has "
+                            f"output: procvisor logs --stderr {target}",
+                            err=True,
+                        )
     except KeyboardInterrupt:
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     except BrokenPipeError:
