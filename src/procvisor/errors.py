@@ -54,9 +54,10 @@ def _rebuild(cls: type[ProcessError], kwargs: dict[str, Any]) -> ProcessError:
 
 
 def _describe(command: tuple[str, ...] | None) -> str:
-    if not command:
-        return "command"
-    text = shlex.join(command)
+    return _shorten(shlex.join(command)) if command else "command"
+
+
+def _shorten(text: str) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -132,11 +133,13 @@ class TimeoutExpired(ProcessError):
         timeout: float,
         command: tuple[str, ...] | list[str] | None = None,
         result: Result | None = None,
+        subject: str | None = None,
     ) -> None:
         if message is None:
+            what = _shorten(subject) if subject else _describe(tuple(command) if command else None)
             message = (
-                f"{_describe(tuple(command) if command else None)} timed out after "
-                f"{timeout:g}s and was stopped; raise the timeout if it needs longer"
+                f"{what} timed out after {timeout:g}s and was stopped; "
+                "raise the timeout if it needs longer"
             )
         super().__init__(message, command=command, result=result)
         self.timeout = timeout

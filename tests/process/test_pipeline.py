@@ -75,6 +75,9 @@ def test_timeout_stops_all_stages() -> None:
     pipeline = cmd("sh", "-c", "sleep 30 & echo $!; wait") | cmd("cat")
     with pytest.raises(TimeoutExpired) as info:
         pipeline.run(timeout=0.3)
+    assert str(info.value).startswith(
+        "sh -c 'sleep 30 & echo $!; wait' | cat timed out after 0.3s and was stopped"
+    )
     assert info.value.result is not None
     assert not pid_alive(int(info.value.result.stdout or b"0"))
 

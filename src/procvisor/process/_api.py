@@ -58,7 +58,11 @@ def _limit_value(limits: Limits | None, name: str) -> float:
 def raise_for_outcome(ex: Execution, result: Result, *, check: bool, stage: int | None) -> None:
     """Raise the error ``result`` calls for; timeouts and limits raise even without check."""
     if result.timed_out:
-        raise TimeoutExpired(timeout=ex.timeout or 0.0, command=result.args, result=result)
+        # A pipeline times out as a whole: name all of it, not the stage the result is of.
+        subject = " | ".join(shlex.join(c.args) for c in ex.commands)
+        raise TimeoutExpired(
+            timeout=ex.timeout or 0.0, command=result.args, result=result, subject=subject
+        )
     if result.limit_exceeded is not None:
         name = result.limit_exceeded
         allowed = _limit_value(ex.commands[0].limits, name)
