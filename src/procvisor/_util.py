@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -23,6 +24,17 @@ class NoPublicConstructor(type):
 
     def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
         return super().__call__(*args, **kwargs)  # type: ignore[misc,no-any-return]
+
+
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH")
+
+
+def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the values of secret-looking keys (TOKEN, SECRET, PASSWORD, KEY...) hidden."""
+    return {
+        k: ("<redacted>" if any(w in k.upper() for w in _SECRET_WORDS) else v)
+        for k, v in env.items()
+    }
 
 
 LATENCY_BUCKETS: tuple[float, ...] = (

@@ -38,6 +38,32 @@ def up(workdir: Path, daemons: list[Daemon], body: str = CONFIG) -> Daemon:
     return d
 
 
+def test_a_jobs_secrets_are_redacted_where_it_is_shown(workdir, daemons) -> None:
+    up(workdir, daemons)
+    secret = ["--env", "API_TOKEN=hunter2", "--env", "MODE=fast"]
+    waited = cli(workdir, "submit", "--wait", *secret, "--", "sh", "-c", "echo $API_TOKEN")
+    assert waited.stdout == "hunter2\n"  # the job itself gets the value
+    job_id = json.loads(cli(workdir, "jobs", "--json").stdout)[0]["id"]
+    for shown in (
+        json.loads(cli(workdir, "job", str(job_id), "--json").stdout)["spec"]["env"],
+        json.loads(cli(workdir, "jobs", "--json").stdout)[0]["spec"]["env"],
+    ):
+        assert shown == {"API_TOKEN": "<redacted>", "MODE": "fast"}
+    text = cli(workdir, "job", str(job_id)).stdout
+    assert "hunter2" not in text and "env: API_TOKEN=<redacted> MODE=fast" in text
+
+
+def test_job_shows_sizes_durations_and_times(workdir, daemons) -> None:
+    up(workdir, daemons)
+    options = ["--memory", "64M", "--cpu", "0.5", "--timeout", "10m", "--after", "1h"]
+    job_id = cli(workdir, "submit", *options, "--", "true").stdout.strip()
+    lines = cli(workdir, "job", job_id).stdout.splitlines()
+    assert "requests: cpu 0.5, memory 64M" in lines and "timeout: 10m" in lines
+    due = next(line for line in lines if line.startswith("not_before: "))
+    assert time.strptime(due.split(": ", 1)[1], "%Y-%m-%d %H:%M:%S %z")
+    cli(workdir, "cancel", job_id)
+
+
 def test_submit_wait_list_show_logs_cancel_and_retry(workdir, daemons) -> None:
     up(workdir, daemons)
     waited = cli(workdir, "submit", "--wait", "--", "sh", "-c", "echo one; echo two >&2; exit 3")

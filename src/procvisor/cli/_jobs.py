@@ -76,7 +76,7 @@ def format_job(job: dict[str, Any]) -> str:
             f"{job.get('cpu_seconds') or 0:.2f} CPU-seconds, pid {job.get('pid')}"
         )
     extra = {k: v for k, v in spec.items() if k not in ("command", "name", "tenant", "priority")}
-    lines += [f"{k}: {v}" for k, v in extra.items()]
+    lines += [f"{k}: {_spec_value(k, v)}" for k, v in extra.items()]
     history = [["TIME", "FROM", "TO", "WHY"]]
     for e in job.get("history", []):
         history.append(
@@ -90,6 +90,29 @@ def format_job(job: dict[str, Any]) -> str:
     if len(history) > 1:
         lines += ["", "history:", *("  " + line for line in _table(history).splitlines())]
     return "\n".join(lines)
+
+
+def _spec_value(key: str, value: Any) -> str:
+    """One submitted setting as a person reads it: sizes, durations, local times."""
+    from procvisor.policy.units import format_duration, format_size  # noqa: PLC0415
+
+    if key == "requests":
+        return ", ".join(
+            f"{k} {format_size(int(v)) if k == 'memory' else f'{v:g}'}" for k, v in value.items()
+        )
+    if key == "timeout":
+        return format_duration(value)
+    if key in ("deadline", "not_before"):
+        return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(value))
+    if key == "backoff":
+        return "..".join(format_duration(v) for v in value)
+    if key == "env":
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if key == "depends_on":
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def _ids(values: Sequence[str], what: str) -> list[int]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from procvisor import __version__
+from procvisor._util import redact_env
 from procvisor.daemon._jobs import jobs_config
 from procvisor.daemon._metrics import DaemonMetrics
 from procvisor.daemon._pools import CommandPools
@@ -35,7 +36,7 @@ from procvisor.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from procvisor.daemon._monitoring import Monitoring
-    from procvisor.jobs import Scheduler
+    from procvisor.jobs import Job, Scheduler
     from procvisor.monitor._notify import Dispatcher
 
 __all__ = ["DaemonError", "run_daemon"]
@@ -438,16 +439,16 @@ class Control:
         return self._jobs.submit_many(specs)
 
     def jobs(self, state: str | None, tenant: str | None, limit: int) -> list[dict[str, Any]]:
-        return [j.to_dict() for j in self._jobs.jobs(state=state, tenant=tenant, limit=limit)]
+        return [_shown(j) for j in self._jobs.jobs(state=state, tenant=tenant, limit=limit)]
 
     def job(self, job_id: int) -> dict[str, Any]:
-        return self._jobs.get(job_id).to_dict()
+        return _shown(self._jobs.get(job_id))
 
     async def wait(self, job_id: int, timeout: float | None) -> dict[str, Any]:
         try:
-            return (await self._jobs.wait(job_id, timeout)).to_dict()
+            return _shown(await self._jobs.wait(job_id, timeout))
         except TimeoutError:
-            return self._jobs.get(job_id).to_dict()
+            return _shown(self._jobs.get(job_id))
 
     async def cancel(self, ids: list[int]) -> list[dict[str, Any]]:
         outcomes = await self._jobs.cancel(ids)
@@ -631,3 +632,11 @@ def _detach(config_path: Path, config: Config, state: Path) -> int:
         ready("the daemon stopped before it was ready")
     finally:
         os._exit(code)
+
+
+def _shown(job: Job) -> dict[str, Any]:
+    """A job as the API shows it: secret-looking environment values redacted."""
+    view = job.to_dict()
+    if "env" in view["spec"]:
+        view["spec"]["env"] = redact_env(view["spec"]["env"])
+    return view

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from procvisor._util import redact_env
 from procvisor.monitor import History, Sample, Sampler, Target, label_key
 from procvisor.policy.alertexpr import compile_template
 from procvisor.policy.alerts import (
@@ -102,16 +103,6 @@ BUILTIN_RULES = (
     ),
 )
 """The rules evaluated unless ``[alerts] builtin = false``."""
-
-_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH")
-
-
-def redact_env(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with the values of secret-looking keys (TOKEN, SECRET, PASSWORD, KEY...) hidden."""
-    return {
-        k: ("<redacted>" if any(w in k.upper() for w in _SECRET_WORDS) else v)
-        for k, v in env.items()
-    }
 
 
 @dataclass(slots=True, eq=False)
