@@ -252,6 +252,24 @@ async def test_a_job_not_started_by_its_deadline_expires(make_scheduler: MakeSch
     assert job.reason.startswith("not started by its deadline")
     assert jobs.get(blocker).state is S.RUNNING
     await jobs.cancel([blocker])
+    # Its deadline has passed, yet a retry is accepted: the retry drops the deadline.
+    again = jobs.retry(late)
+    assert (await jobs.wait(again, timeout=5)).state is S.SUCCEEDED
+
+
+async def test_a_job_that_could_only_expire_is_refused(make_scheduler: MakeScheduler) -> None:
+    jobs = await make_scheduler()
+    with pytest.raises(ValueError, match=r"^deadline: 2020-01-01T.* has already passed"):
+        jobs.submit(JobSpec(("true",), deadline="2020-01-01T00:00:00+00:00"))
+    with pytest.raises(ValueError, match=r"^deadline: .* comes before not_before "):
+        jobs.submit(JobSpec(("true",), deadline="30m", not_before="1h"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^specs\[1\]: deadline: "):
+        jobs.submit_many([JobSpec(("true",)), JobSpec(("true",), deadline=1.0)])
+    assert jobs.jobs() == []  # nothing was stored
+    # A deadline after the start is fine.
+    late = jobs.submit(JobSpec(("true",), deadline="2h", not_before="1h"))  # type: ignore[arg-type]
+    assert jobs.get(late).state is S.QUEUED
+    await jobs.cancel([late])
 
 
 async def test_edf_runs_the_earliest_deadline_first(

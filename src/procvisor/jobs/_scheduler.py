@@ -307,10 +307,12 @@ class Scheduler:
         items = list(specs)
         many = len(items) > 1
         parsed: list[JobSpec] = []
+        submitted = time.time()
         for i, raw in enumerate(items):
             try:
                 spec = raw if isinstance(raw, JobSpec) else JobSpec.from_dict(raw)
                 self._check_spec(spec)
+                _check_start_window(spec, submitted)
             except ValueError as exc:
                 raise ValueError(f"specs[{i}]: {exc}" if many else str(exc)) from None
             parsed.append(spec)
@@ -1271,3 +1273,24 @@ class Scheduler:
         window = _USAGE_WINDOW if half_life is None else 10 * half_life
         for tenant, cpu, ended in self._store.tenant_usage(wall - window):
             self._queue.charge(tenant, cpu, now=on_monotonic(ended, now, wall))
+
+
+def _check_start_window(spec: JobSpec, now: float) -> None:
+    """Refuse a job that could only expire: its latest start is past, or before its earliest.
+
+    Checked when a job is submitted, not when a stored one is loaded (its deadline may have
+    passed since) nor on a retry (which drops a past deadline).
+    """
+    if spec.deadline is None:
+        return
+    if spec.deadline <= now:
+        raise ValueError(
+            f"deadline: {local_time(spec.deadline)} has already passed, so the job could "
+            "only expire; give a later time, or a duration from now like '30m'"
+        )
+    if spec.not_before is not None and spec.deadline < spec.not_before:
+        raise ValueError(
+            f"deadline: {local_time(spec.deadline)} comes before not_before "
+            f"{local_time(spec.not_before)}, so the job could only expire; "
+            "move the deadline after the start"
+        )
