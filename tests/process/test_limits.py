@@ -108,12 +108,14 @@ def test_processes_limit_for_a_user_is_a_kernel_rlimit() -> None:
 
 
 @pytest.mark.parametrize(
-    ("observed", "shown"), [(0.9988, None), (1.0, None), (1.5, "(observed 1.5s)")]
+    ("observed", "shown"),
+    [(0.9988, None), (1.0, None), (1.004, None), (1.5, "(observed 1.5s)")],
 )
 def test_the_message_shows_what_was_observed_only_beyond_the_limit(
     observed: float, shown: str | None
 ) -> None:
-    # CPU time is accounted in ticks: a process stopped at its 1s limit may show 998.8ms.
+    # CPU time is accounted in ticks: a process stopped at its 1s limit may show 998.8ms,
+    # or 1.004s, which reads as "1s" like the limit itself.
     ex = SimpleNamespace(
         timeout=None,
         commands=[SimpleNamespace(limits=Limits(cpu_time=1))],

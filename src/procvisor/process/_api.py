@@ -68,10 +68,13 @@ def raise_for_outcome(ex: Execution, result: Result, *, check: bool, stage: int 
         allowed = _limit_value(ex.commands[0].limits, name)
         observed = ex.limit_observed
         # CPU time is accounted in ticks: a process stopped at its limit can show a little
-        # less, and "limit of 1s (observed 998.8ms)" would read as a contradiction.
+        # less or a little more, and "limit of 1s (observed 998.8ms)" or "limit of 1s
+        # (observed 1s)" would read as a contradiction or as noise.
         seen = ""
         if observed is not None and observed > allowed:
-            seen = f" (observed {format_limit(name, observed)})"
+            shown = format_limit(name, observed)
+            if shown != format_limit(name, allowed):
+                seen = f" (observed {shown})"
         raise LimitExceeded(
             f"{shlex.join(result.args)} exceeded its {name} limit of "
             f"{format_limit(name, allowed)}{seen} and was stopped; raise the limit or "
