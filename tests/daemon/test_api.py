@@ -379,6 +379,13 @@ async def test_a_malformed_body_is_422_with_one_detail_string(client: httpx.Asyn
         assert detail.startswith(("targets: ", "extra: ")), detail
     response = await client.post("/start", content=b"{nope", headers={"content-type": "x"})
     assert response.status_code == 422
+    response = await client.post(
+        "/start", content=b"garbage", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "request body: not valid JSON (Expecting value at character 0)"
+    }
 
 
 async def test_scale(client: httpx.AsyncClient, control: FakeControl) -> None:

@@ -715,6 +715,12 @@ def _describe_validation(errors: Sequence[Any]) -> str:
     """pydantic's error list as text: ``targets: Field required; limit: ...``."""
     parts = []
     for error in errors:
+        if error.get("type") == "json_invalid":
+            # Its loc is ("body", offset) and its msg only "JSON decode error".
+            why = error.get("ctx", {}).get("error", "not JSON")
+            offset = error.get("loc", ("body", "?"))[-1]
+            parts.append(f"request body: not valid JSON ({why} at character {offset})")
+            continue
         loc = [str(part) for part in error.get("loc", ())]
         if loc and loc[0] in {"body", "query", "path", "header"}:
             loc = loc[1:]
