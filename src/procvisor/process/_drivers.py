@@ -87,13 +87,14 @@ class AsyncDriver:
         self.done: asyncio.Future[None] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        # Every fd ex has open; they only go away as _on_read/_on_write report it, or at the end.
+        # Every fd ex has open; each goes away as ex releases it (just before closing it).
         self._fds = set(ex.read_fds())
         for fd in self._fds:
             hub.register(fd, False, self._on_read)
         if ex.stdin_fd is not None:
             self._fds.add(ex.stdin_fd)
             hub.register(ex.stdin_fd, True, self._on_write)
+        ex.release = self._forget
         self.step()
 
     def _on_read(self, fd: int) -> None:
@@ -107,8 +108,10 @@ class AsyncDriver:
         self.step()
 
     def _forget(self, fd: int) -> None:
-        self._hub.unregister(fd)
-        self._fds.discard(fd)
+        """Stop watching ``fd``: before ex closes it, or when ex says it is done with it."""
+        if fd in self._fds:
+            self._fds.discard(fd)
+            self._hub.unregister(fd)
 
     def step(self) -> None:
         """Advance the execution and re-arm the timer (called after every event)."""
@@ -145,6 +148,7 @@ class AsyncDriver:
         for fd in self._fds:
             self._hub.unregister(fd)
         self._fds.clear()
+        self.ex.release = None  # no cycle left to keep the driver, its hub and epoll alive
         if not self.done.done():
             if exc is None:
                 self.done.set_result(None)

@@ -19,7 +19,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Literal
 
@@ -79,6 +79,7 @@ class Execution:
         "lines",
         "pgid",
         "readers",
+        "release",
         "stages",
         "started",
         "stdin_fd",
@@ -116,6 +117,10 @@ class Execution:
         self.stages: list[_Stage] = []
         self._spawned: list[int] = []  # every pid started, recorded even if interrupted
         self.pgid = 0
+        # Called with each fd a driver watches just before it is closed here: an epoll can
+        # drop an fd only while it is open (after the close, a copy of it that a fork in
+        # another thread holds for a moment would keep it registered).
+        self.release: Callable[[int], None] | None = None
         self._start_ticks: float | None = None
         self.started = time.monotonic()
         self.done = False
@@ -300,11 +305,9 @@ class Execution:
             except ChildProcessError:
                 break
         for fd in list(self.readers):
-            os.close(fd)
+            self._close(fd)
         self.readers.clear()
-        if self.stdin_fd is not None:
-            os.close(self.stdin_fd)
-            self.stdin_fd = None
+        self._close_stdin()
 
     # -- what the driver watches ----------------------------------------------------------
 
@@ -324,7 +327,7 @@ class Execution:
         stage = self._exits.get(fd)
         if stage is None:
             return True
-        status = stage.watch.poll()
+        status = stage.watch.poll(self.release)
         if status is None:
             return False
         stage.status = status
@@ -337,7 +340,7 @@ class Execution:
         data = os.read(fd, _READ_SIZE)
         if not data:
             del self.readers[fd]
-            os.close(fd)
+            self._close(fd)
             sink.close()
             return False
         sink.feed(data)
@@ -361,8 +364,13 @@ class Execution:
 
     def _close_stdin(self) -> None:
         if self.stdin_fd is not None:
-            os.close(self.stdin_fd)
+            self._close(self.stdin_fd)
             self.stdin_fd = None
+
+    def _close(self, fd: int) -> None:
+        if self.release is not None:
+            self.release(fd)
+        os.close(fd)
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -476,7 +484,7 @@ class Execution:
                     if sink is None or not self._read(fd, sink):
                         poller.unregister(fd)
             for fd, sink in list(self.readers.items()):
-                os.close(fd)
+                self._close(fd)
                 sink.close()
             self.readers.clear()
         self._close_stdin()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from procvisor.process._result import Usage, signal_name
@@ -110,8 +111,11 @@ class ExitWatch:
     def fileno(self) -> int:
         return self._fd
 
-    def poll(self) -> ExitStatus | None:
-        """Reap the child if it has exited; return its status, or ``None`` if it still runs."""
+    def poll(self, release: Callable[[int], None] | None = None) -> ExitStatus | None:
+        """Reap the child if it has exited; return its status, or ``None`` if it still runs.
+
+        Once reaped, the fd is closed, after ``release`` (if given) was called with it.
+        """
         if self.status is not None:
             return self.status
         try:
@@ -127,6 +131,8 @@ class ExitWatch:
                 system_cpu=rusage.ru_stime,
             )
             self.status = ExitStatus.from_wait_status(status, usage)
+        if release is not None and self._fd >= 0:
+            release(self._fd)
         self.close()
         return self.status
 

@@ -32,7 +32,7 @@ class Hub:
         self._callbacks[fd] = callback
 
     def unregister(self, fd: int) -> None:
-        """Forget ``fd``; it may already be closed (the kernel then dropped it by itself)."""
+        """Forget ``fd``; call it before closing ``fd`` (a closed fd cannot be removed)."""
         self._callbacks.pop(fd, None)
         with contextlib.suppress(OSError):
             self._epoll.unregister(fd)
