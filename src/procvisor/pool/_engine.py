@@ -686,10 +686,7 @@ class Engine:
                     self._sel.unregister(w.rfd)
             elif kind == "w":
                 self._flush(w)
-            elif w.child.poll() is not None:
-                # poll() closed its pidfd; nothing was opened since
-                with contextlib.suppress(KeyError, ValueError):
-                    self._sel.unregister(key.fd)
+            elif w.child.poll(self._sel.unregister) is not None:
                 exited.append(w)
         return received, exited  # exits last: what a worker wrote comes before its death
 

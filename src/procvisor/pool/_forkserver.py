@@ -67,14 +67,20 @@ class ForkedWorker:
         """An fd that turns readable when the worker has been reaped (-1 once polled)."""
         return self._fd
 
-    def poll(self) -> ExitStatus | None:
-        """Its exit status once its server reaped it (unknown if the server died first)."""
+    def poll(self, release: Callable[[int], None] | None = None) -> ExitStatus | None:
+        """Its exit status once its server reaped it (unknown if the server died first).
+
+        As :meth:`Child.poll <procvisor.process.Child.poll>`: ``release`` is called with the
+        fd just before it is closed.
+        """
         if self.status is not None:
             return self.status
         try:
             data = os.read(self._fd, PID.size)
         except BlockingIOError:
             return None
+        if release is not None:
+            release(self._fd)
         os.close(self._fd)
         self._fd = -1
         # Nothing to read: the server died before it could reap this worker.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from procvisor.process._exitwatch import ExitStatus, ExitWatch
@@ -39,9 +39,13 @@ class Child:
         """An fd that turns readable when the child has exited (-1 once reaped)."""
         return self._watch.fileno()
 
-    def poll(self) -> ExitStatus | None:
-        """Reap the child if it has exited; its status, or ``None`` while it runs."""
-        return self._watch.poll()
+    def poll(self, release: Callable[[int], None] | None = None) -> ExitStatus | None:
+        """Reap the child if it has exited; its status, or ``None`` while it runs.
+
+        Once reaped, its exit fd is closed, after ``release`` (if given) was called with it:
+        an epoll or selector watching the fd must drop it while it is still open.
+        """
+        return self._watch.poll(release)
 
     @property
     def status(self) -> ExitStatus | None:
