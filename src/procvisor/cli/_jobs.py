@@ -310,18 +310,28 @@ def format_queue(q: dict[str, Any]) -> str:
     """The queue summary as lines."""
     from procvisor.policy.units import format_duration, format_size  # noqa: PLC0415
 
+    def amount(name: str, v: Any) -> str:
+        if name == "memory":
+            return format_size(int(v))
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
     def amounts(d: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {format_size(int(v)) if k == 'memory' else v}" for k, v in d.items())
+        return ", ".join(f"{k} {amount(k, v)}" for k, v in d.items())
 
     wait = q.get("oldest_wait")
     capacity = {k: v for k, v in q["capacity"].items() if v is not None}
+    in_use = q["in_use"]
+    use = ", ".join(
+        [f"{k} {amount(k, in_use.get(k, 0))} of {amount(k, v)}" for k, v in capacity.items()]
+        + [f"{k} {amount(k, v)}" for k, v in in_use.items() if k not in capacity]
+    )
     lines = [
         f"queued {q['queued']} (delayed {q['delayed']}, waiting on dependencies "
         f"{q['waiting_on_dependencies']}, retrying {q['retrying']}); running {q['running']}"
         f" (suspended {q['suspended']})",
         "by priority: " + (amounts(q["by_priority"]) or "-"),
         "by tenant: " + (amounts(q["by_tenant"]) or "-"),
-        f"in use: {amounts(q['in_use'])} of {amounts(capacity)}",
+        f"in use: {use or '-'}",
         f"oldest wait: {'-' if wait is None else format_duration(wait)}",
     ]
     return "\n".join(lines)
