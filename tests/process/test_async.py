@@ -65,12 +65,17 @@ async def test_cancelling_arun_stops_term_ignoring_child_and_grandchild(exit_wat
     assert not pid_alive(proc.pid) and not pid_alive(grandchild)
 
 
-async def test_cancelling_an_awaited_arun(tmp_path) -> None:
+async def _arun_ignoring_term(tmp_path, grace: float) -> tuple[asyncio.Future[object], int]:
+    """An arun task of a TERM-ignoring shell with a grandchild; the grandchild's pid."""
     marker = tmp_path / "pid"
     script = f"trap '' TERM; sleep 300 & echo $! > {marker}; wait"
-    task = asyncio.ensure_future(procvisor.arun(["sh", "-c", script], grace=0.3))
+    task = asyncio.ensure_future(procvisor.arun(["sh", "-c", script], grace=grace))
     await await_for(lambda: marker.exists() and marker.read_text().strip())
-    grandchild = int(marker.read_text())
+    return task, int(marker.read_text())
+
+
+async def test_cancelling_an_awaited_arun(tmp_path) -> None:
+    task, grandchild = await _arun_ignoring_term(tmp_path, grace=0.3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -89,6 +94,28 @@ async def test_second_cancellation_kills_at_once() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
     assert not pid_alive(grandchild)
+
+
+async def test_a_second_cancellation_of_arun_kills_at_once(tmp_path) -> None:
+    task, grandchild = await _arun_ignoring_term(tmp_path, grace=60)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done() and pid_alive(grandchild)  # waiting out the 60 s grace
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert not pid_alive(grandchild)
+
+
+async def test_cancelling_one_wait_of_a_process_gives_the_others_its_result() -> None:
+    proc = await procvisor.spawn(["sleep", "30"])
+    first, second = (asyncio.ensure_future(proc.wait()) for _ in range(2))
+    await asyncio.sleep(0)
+    first.cancel()  # stops the process, as cancelling a wait does
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    result = await asyncio.wait_for(second, 10)
+    assert result.signal == "SIGTERM" and not proc.running
 
 
 async def test_stop_escalates_to_sigkill_after_grace(exit_watch) -> None:

@@ -355,7 +355,7 @@ class Process(metaclass=NoPublicConstructor):
         Raises:
             TimeoutExpired, LimitExceeded: it was stopped by its timeout or a limit.
         """
-        await wait_async(self._driver)
+        await wait_async(self._driver, shared=True)
         return self._outcome()
 
     def _outcome(self) -> Result:
