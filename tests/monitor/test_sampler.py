@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -54,6 +55,17 @@ kid = subprocess.Popen(["sleep", "1000"])
 print(kid.pid, flush=True)
 time.sleep(1000)
 """
+
+
+@pytest.fixture(autouse=True, params=["every process", "below us"])
+def scan_mode(request, monkeypatch) -> str:
+    """Run every test with both scans: of the whole machine, and of our descendants only
+    (the test process is a child subreaper, as the daemon is)."""
+    if request.param == "below us":
+        if not _procfs.CHILDREN_FILES:
+            pytest.skip("this kernel lists no children of a thread (CONFIG_PROC_CHILDREN)")
+        monkeypatch.setitem(globals(), "Sampler", functools.partial(Sampler, below=os.getpid()))
+    return str(request.param)
 
 
 def service(pid: int, **extra: object) -> Target:
@@ -325,3 +337,31 @@ def test_a_child_born_between_samples_counts_all_of_its_cpu(children: Children) 
     kid_cpu = by_pid[kid.pid].cpu
     assert kid_cpu is not None and kid_cpu > 0  # not "unknown": it was born since
     assert after.cpu == pytest.approx(kid_cpu + (by_pid[root.pid].cpu or 0.0))
+
+
+@pytest.mark.parametrize("scan_mode", ["below us"], indirect=True)
+def test_below_us_reads_only_our_descendants_while_they_are_few(
+    children: Children, monkeypatch
+) -> None:
+    root = children.start(FORKS)
+    calls: list[str] = []
+    for name in ("scan", "scan_below"):
+        real = getattr(_procfs, name)
+
+        def spy(*args, real=real, name=name):  # type: ignore[no-untyped-def]
+            calls.append(name)
+            return real(*args)
+
+        monkeypatch.setattr(_procfs, name, spy)
+    sampler = Sampler()
+    full = Sampler.func().sample([service(root.pid)], detail=True)[0]  # type: ignore[attr-defined]
+    assert calls == ["scan"]
+    below = sampler.sample([service(root.pid)], detail=True)[0]
+    assert calls == ["scan", "scan_below"]
+    assert [p.pid for p in below.detail] == [p.pid for p in full.detail]
+    assert (below.processes, below.threads) == (full.processes, full.threads) == (4, 4)
+    # Once our descendants are most of the machine's processes, one file each is cheaper.
+    monkeypatch.setattr(_procfs, "count", lambda: 20)
+    sampler._below_count = 16
+    sampler.sample([service(root.pid)])
+    assert calls[-1] == "scan"

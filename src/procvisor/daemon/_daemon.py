@@ -122,6 +122,7 @@ class Daemon:
         self.config_path = config_path
         self.config = config
         self.state_dir = state
+        self._subreaper = False  # set by run()
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._stopping = False
@@ -196,6 +197,7 @@ class Daemon:
             ops=self._ops,
             notify=self._dispatch,
             jobs=self._running_jobs,
+            below=os.getpid() if self._subreaper else None,
         )
         return asyncio.get_running_loop().create_task(self.monitoring.run(), name="monitoring")
 
@@ -287,9 +289,11 @@ class Daemon:
         """
         loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._subreaper = True
         try:
             become_subreaper()
         except OSError as exc:
+            self._subreaper = False
             log.warning("cannot become a child subreaper (%s); orphans go to init", exc)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)

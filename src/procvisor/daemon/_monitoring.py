@@ -162,6 +162,7 @@ class Monitoring:
         ops: asyncio.Lock,
         notify: Callable[[AlertEvent], None] | None = None,
         jobs: Callable[[], Iterable[tuple[int, int]]] = tuple,
+        below: int | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._jobs = jobs
@@ -170,7 +171,8 @@ class Monitoring:
         self._metrics = metrics
         self._ops = ops
         self._notify = notify
-        self.sampler = Sampler()
+        # The daemon, when it is a subreaper: what it samples is below it (see Sampler).
+        self.sampler = Sampler(below=below)
         self._tracked: dict[str, _Tracked] = {}
         self._workers: dict[str, dict[str, str]] = {}  # name -> labels: pool workers, jobs
         self._latest: dict[tuple[tuple[str, str], ...], Sample] = {}
