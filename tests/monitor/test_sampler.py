@@ -360,6 +360,9 @@ def test_below_us_reads_only_our_descendants_while_they_are_few(
     assert calls == ["scan", "scan_below"]
     assert [p.pid for p in below.detail] == [p.pid for p in full.detail]
     assert (below.processes, below.threads) == (full.processes, full.threads) == (4, 4)
+    # A target is read even when it is not below us (or a children file skipped it).
+    [parent] = sampler.sample([service(os.getppid())])
+    assert parent.alive and parent.processes >= 1
     # Once our descendants are most of the machine's processes, one file each is cheaper.
     monkeypatch.setattr(_procfs, "count", lambda: 20)
     sampler._below_count = 16

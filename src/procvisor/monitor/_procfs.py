@@ -11,6 +11,7 @@ None, an unreadable field as None; nothing here raises for a process that vanish
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -146,8 +147,10 @@ def _children(pid: int, threads: int) -> list[int]:
     return sorted(kids)
 
 
-def scan_below(root: int) -> Scan:
-    """The same as :func:`scan`, for ``root``'s descendants only (``root`` left out).
+def scan_below(root: int, seeds: Iterable[int] = ()) -> Scan:
+    """The same as :func:`scan`, for ``root``'s descendants only (``root`` left out), and
+    ``seeds`` with theirs: the children files may skip a child that exits while they are
+    read, and the roots of the trees to sample must not be missed for that.
 
     They are found through the children files of every thread, so this reads two files per
     descendant instead of one per process on the machine: cheaper while the descendants are
@@ -159,16 +162,18 @@ def scan_below(root: int) -> Scan:
     comm: dict[int, bytes] = {}
     children: dict[int, list[int]] = {}
     groups: dict[int, list[int]] = {}
-    stack = [(kid, root) for kid in reversed(_children(root, 0))]
+    stack: list[tuple[int, int | None]] = [(pid, None) for pid in seeds]
+    stack += [(kid, root) for kid in reversed(_children(root, 0))]
     while stack:
         pid, parent = stack.pop()
         if pid in stats or (read := _stat(pid)) is None:
             continue
         fields = read[0]
-        if int(fields[PPID]) != parent:
+        ppid = int(fields[PPID])
+        if parent is not None and ppid != parent:
             continue  # exited, and its pid was taken by another process meanwhile
         stats[pid], comm[pid] = fields, read[1]
-        children.setdefault(parent, []).append(pid)
+        children.setdefault(ppid, []).append(pid)
         groups.setdefault(int(fields[PGRP]), []).append(pid)
         stack.extend((kid, pid) for kid in reversed(_children(pid, int(fields[NUM_THREADS]))))
     return Scan(stats, comm, children, groups)

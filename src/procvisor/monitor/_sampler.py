@@ -311,7 +311,8 @@ class Sampler:
             mono = time.monotonic()
             boot = time.clock_gettime(time.CLOCK_BOOTTIME)
             wall = time.time()
-            found = self._scan()
+            targets = list(targets)
+            found = self._scan(targets)
             stamp = mono if now is None else now
             out = [
                 self._sample_one(target, found, mono, boot, wall, stamp, detail)
@@ -323,14 +324,14 @@ class Sampler:
                 del self._states[key]
             return out
 
-    def _scan(self) -> _procfs.Scan:
+    def _scan(self, targets: list[Target]) -> _procfs.Scan:
         """Every process, or only those below ``below`` while they are few enough for
         reading two files each to cost less than one file of every process."""
         if self._below is None:
             return _procfs.scan()
         few = self._below_count < 16  # then cheaper on any machine: skip counting
         if few or self._below_count * 3 < _procfs.count() * 2:
-            found = _procfs.scan_below(self._below)
+            found = _procfs.scan_below(self._below, [t.pid for t in targets])
             self._below_count = len(found.stats)
         else:
             found = _procfs.scan()
