@@ -226,14 +226,19 @@ def test_a_deleted_socket_comes_back(workdir, daemons) -> None:
     wait_for(lambda: sock.exists() and cli(workdir, "status").returncode == 0, timeout=15)
 
 
-def test_orphans_of_services_are_reaped_by_the_daemon(workdir, daemons) -> None:
-    # The service leaves a process that escapes its group (setsid) and exits later: the
-    # daemon, a child subreaper, inherits it and must reap it, or zombies pile up.
-    escape = "(setsid sleep 4 &); exec sleep 600"
-    write_config(workdir, f'[services.forky]\ncommand = ["/bin/sh", "-c", "{escape}"]\n')
+def _up_forky(workdir: Path, daemons: list[Daemon], script: str) -> Daemon:
+    """A daemon running one service, ``sh -c script``, once it runs."""
+    write_config(workdir, f'[services.forky]\ncommand = ["/bin/sh", "-c", "{script}"]\n')
     d = Daemon(workdir)
     daemons.append(d)
     wait_for(lambda: all_running(workdir, {"forky:0"}), timeout=20)
+    return d
+
+
+def test_orphans_of_services_are_reaped_by_the_daemon(workdir, daemons) -> None:
+    # The service leaves a process that escapes its group (setsid) and exits later: the
+    # daemon, a child subreaper, inherits it and must reap it, or zombies pile up.
+    d = _up_forky(workdir, daemons, "(setsid sleep 4 &); exec sleep 600")
     daemon = psutil.Process(d.pid)
 
     def adopted() -> list[psutil.Process]:
@@ -242,6 +247,19 @@ def test_orphans_of_services_are_reaped_by_the_daemon(workdir, daemons) -> None:
     orphan = wait_for(adopted, timeout=10)[0]
     wait_for(lambda: not pid_alive(orphan.pid) and not adopted(), timeout=10)
     assert not any(k.status() == psutil.STATUS_ZOMBIE for k in daemon.children())
+
+
+def test_down_stops_what_left_a_services_group(workdir, daemons) -> None:
+    # A setsid'd grandchild is in no service's group: stopping the service leaves it, its
+    # parent's exit makes it the daemon's, and the daemon must stop it before it exits.
+    d = _up_forky(workdir, daemons, "setsid sleep 600 & echo $! > escaped; exec sleep 600")
+    pidfile = workdir / "escaped"
+    escaped = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=10))
+    assert pid_alive(escaped)
+    code, err = d.stop()
+    assert code == 0, err
+    assert not pid_alive(escaped)
+    assert "stopping 1 processes that left their services' groups" in err
 
 
 def test_a_bad_config_is_one_line_per_problem_and_exit_2(workdir) -> None:

@@ -30,7 +30,7 @@ from procvisor.daemon._metrics import DaemonMetrics
 from procvisor.daemon._pools import CommandPools
 from procvisor.daemon._specs import service_specs
 from procvisor.daemon.config import SOCKET_NAME, Config, ConfigError, load_config, state_dir
-from procvisor.process import become_subreaper, reap_orphans
+from procvisor.process import adopted, become_subreaper, reap_orphans, stop_group
 from procvisor.store import Store, StoreError
 from procvisor.supervisor import Supervisor
 
@@ -49,6 +49,8 @@ DB_NAME = "procvisor.db"
 LOG_DIR_NAME = "logs"
 DAEMON_LOG_NAME = "daemon.log"
 SOCKET_CHECK_INTERVAL = 2.0
+ADOPTED_GRACE = 5.0
+"""Seconds an adopted process gets after SIGTERM at shutdown (see Daemon._stop_adopted)."""
 
 
 class DaemonError(Exception):
@@ -265,6 +267,33 @@ class Daemon:
         for pid, code in reap_orphans():
             log.debug("reaped orphan %d (%d)", pid, code)
 
+    async def _stop_adopted(self) -> None:
+        """Stop what services left running outside their groups, once they are stopped.
+
+        A process that called ``setsid`` is in no service's group, so stopping the service
+        leaves it running. When its parent exits, the daemon (a child subreaper) adopts it.
+        At shutdown, each adopted process's group gets SIGTERM, then SIGKILL after
+        :data:`ADOPTED_GRACE`, so nothing a service started outlives ``down``. A group
+        stopped this way can leave orphans of its own, which are adopted in turn; hence the
+        rounds.
+        """
+        for _ in range(8):
+            pids = adopted()
+            if not pids:
+                return
+            log.warning(
+                "stopping %d processes that left their services' groups: %s",
+                len(pids),
+                ", ".join(map(str, pids)),
+            )
+            groups = set()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    groups.add(os.getpgid(pid))
+            groups.discard(os.getpgrp())  # never the daemon's own
+            await asyncio.gather(*(stop_group(g, ADOPTED_GRACE, reap=True) for g in groups))
+            self._reap()
+
     # -- operations -------------------------------------------------------------------------
 
     async def reload(self) -> dict[str, list[str]]:
@@ -353,6 +382,7 @@ class Daemon:
                 await asyncio.gather(
                     self.supervisor.stop_all(), self.pools.close(), self._stop_jobs()
                 )
+                await self._stop_adopted()
             log.info("all services stopped; bye")
             return 0
         except BaseException as exc:
@@ -361,6 +391,7 @@ class Daemon:
                 await self.supervisor.stop_all()
             await self.pools.close()
             await self._stop_jobs()
+            await self._stop_adopted()
             raise
         finally:
             if self.dispatcher is not None:

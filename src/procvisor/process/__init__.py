@@ -14,7 +14,7 @@ from procvisor.process._group import group_members, group_pids, start_ticks, sto
 from procvisor.process._limits import Limits, format_limit
 from procvisor.process._output import OutputLine, OutputSink, RotatingLog, backup_path
 from procvisor.process._pipeline import Command, Pipeline, PipelineResult, cmd
-from procvisor.process._reaper import become_subreaper, reap_orphans
+from procvisor.process._reaper import adopted, become_subreaper, reap_orphans
 from procvisor.process._result import Result, Usage, parse_signal, signal_name
 from procvisor.process._spawn import prepare, rlimit_method
 
@@ -33,6 +33,7 @@ __all__ = [
     "Result",
     "RotatingLog",
     "Usage",
+    "adopted",
     "arun",
     "backup_path",
     "become_subreaper",

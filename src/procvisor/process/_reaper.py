@@ -16,7 +16,7 @@ import os
 
 from procvisor.process._exitwatch import watched
 
-__all__ = ["become_subreaper", "reap_orphans"]
+__all__ = ["adopted", "become_subreaper", "reap_orphans"]
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -75,3 +75,9 @@ def reap_orphans() -> list[tuple[int, int]]:
         if got:
             reaped.append((got, os.waitstatus_to_exitcode(status)))
     return reaped
+
+
+def adopted() -> list[int]:
+    """Our live children that nothing in this process watches: processes adopted as a
+    subreaper (or PID 1) that still run, such as one that left its service's group."""
+    return sorted(pid for pid in _children() - watched if not _is_zombie(pid))
