@@ -122,8 +122,9 @@ def count() -> int:
 
 def _children(pid: int, threads: int) -> list[int]:
     """The children of every thread of ``pid`` (``threads``: how many it has; 0: unknown)."""
-    tids: list[str] | tuple[str] = [str(pid)] if threads == 1 else []
-    if not tids:
+    if threads == 1:
+        tids = [str(pid)]
+    else:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
