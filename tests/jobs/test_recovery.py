@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from helpers import await_for, pid_alive, wait_for
-from procvisor.jobs import JobsConfig, JobSpec, JobState, Scheduler
+from procvisor.jobs import JobsConfig, JobSpec, JobState, RecoveryReport, Scheduler
 from procvisor.policy.admission import Capacity
 from procvisor.process import start_ticks
 from procvisor.store import JobChange, NewJob, Store
@@ -175,3 +175,12 @@ async def test_close_requeues_running_jobs_for_the_next_scheduler(
     assert again.recovery.loaded == 1
     await await_for(lambda: again.get(job_id).state is S.RUNNING)
     await again.cancel([job_id])
+
+
+def test_recovery_report_reads_as_one_line() -> None:
+    report = RecoveryReport(loaded=3, stopped=((3, 29229),), requeued=(3, 5), failed=(4,))
+    assert report.describe() == (
+        "stopped what was still running: job 3 (pid 29229); queued again: 3, 5; "
+        "failed, as requeue_on_restart is off: 4"
+    )
+    assert RecoveryReport(loaded=2).describe() == "2 unfinished jobs loaded, nothing to recover"

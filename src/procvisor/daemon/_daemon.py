@@ -146,7 +146,7 @@ class Daemon:
         self.jobs = Scheduler(self.store, self.state_dir / LOG_DIR_NAME, jobs_config(self.config))
         report = await self.jobs.start()
         if report.requeued or report.failed or report.stopped:
-            log.warning("jobs recovered after a crash: %s", report)
+            log.warning("jobs recovered after a crash: %s", report.describe())
         jobs = self.jobs
         self.metrics.queue = lambda: jobs.summary().to_dict()
         self._job_events = asyncio.get_running_loop().create_task(self._observe_jobs(jobs))
@@ -343,7 +343,7 @@ class Daemon:
             )
             left = await self.supervisor.stop_leftovers()
             if left:
-                log.warning("stopped %d processes left by a killed daemon", len(left))
+                log.warning("stopped what a killed daemon left running: %s", ", ".join(left))
             await self.supervisor.start_all()
             await self.pools.apply(self.config.pools)
             await self._start_jobs()

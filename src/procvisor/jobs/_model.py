@@ -310,3 +310,19 @@ class RecoveryReport:
     stopped: tuple[tuple[int, int], ...] = ()
     requeued: tuple[int, ...] = ()
     failed: tuple[int, ...] = field(default=())
+
+    def describe(self) -> str:
+        """One line for the daemon's log: what was stopped, queued again and failed."""
+
+        def ids(jobs: tuple[int, ...]) -> str:
+            return ", ".join(map(str, jobs))
+
+        parts = []
+        if self.stopped:
+            groups = ", ".join(f"job {job} (pid {pid})" for job, pid in self.stopped)
+            parts.append(f"stopped what was still running: {groups}")
+        if self.requeued:
+            parts.append(f"queued again: {ids(self.requeued)}")
+        if self.failed:
+            parts.append(f"failed, as requeue_on_restart is off: {ids(self.failed)}")
+        return "; ".join(parts) or f"{self.loaded} unfinished jobs loaded, nothing to recover"
