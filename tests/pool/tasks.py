@@ -59,6 +59,13 @@ def fail(message: str) -> None:
     raise Boom(message)
 
 
+def fail_at(x: int, bad: int) -> int:
+    """``x``, or Boom when ``x`` is ``bad``."""
+    if x == bad:
+        raise Boom(str(x))
+    return x
+
+
 def exit_with(code: int) -> None:
     os._exit(code)
 

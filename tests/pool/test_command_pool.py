@@ -39,6 +39,15 @@ def test_results_come_back_for_each_request_in_order() -> None:
         assert stats.failed == 0
 
 
+def test_map_with_a_buffersize_submits_only_that_many_ahead() -> None:
+    requests = iter([{"echo": i} for i in range(20)])
+    with CommandPool(WORKER, workers=2) as pool:
+        results = pool.map(requests, timeout=20, buffersize=3)
+        assert len(list(requests)) == 17  # three were taken; take the rest away
+        assert list(results) == [0, 1, 2]
+        assert pool.stats().done == 3
+
+
 def test_an_error_answer_fails_only_that_task_with_task_failed() -> None:
     with CommandPool(WORKER, workers=1) as pool:
         pid = pool.submit({"pid": True}).result(timeout=10)

@@ -162,11 +162,56 @@ def test_map_returns_results_in_order() -> None:
         assert list(pool.map(tasks.square, [])) == []
 
 
+def test_map_sends_chunksize_items_as_one_task() -> None:
+    with Pool(workers=2) as pool:
+        pids = list(pool.map(tasks.pid_after, [0.0] * 12, chunksize=4))
+        assert pool.stats().done == 3
+        # Each chunk ran on one worker, start to end.
+        assert [len(set(pids[i : i + 4])) for i in (0, 4, 8)] == [1, 1, 1]
+        assert list(pool.map(tasks.square, range(5), chunksize=10)) == [0, 1, 4, 9, 16]
+
+
+def test_map_raises_a_chunks_exception_after_the_results_before_it() -> None:
+    with Pool(workers=2) as pool:
+        results = pool.map(tasks.fail_at, range(20), [7] * 20, chunksize=5)
+        assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+        with pytest.raises(tasks.Boom, match="7"):
+            next(results)
+
+
+def test_map_with_a_buffersize_reads_its_input_lazily() -> None:
+    consumed = 0
+
+    def numbers() -> Iterator[int]:
+        nonlocal consumed
+        while True:  # endless: without buffersize, map would never return
+            consumed += 1
+            yield consumed
+
+    with Pool(workers=2) as pool:
+        results = pool.map(tasks.square, numbers(), buffersize=2)
+        assert consumed == 2
+        assert [next(results) for _ in range(3)] == [1, 4, 9]
+        assert consumed == 5
+        results.close()
+        chunked = pool.map(tasks.square, numbers(), chunksize=3, buffersize=1)
+        assert [next(chunked) for _ in range(4)] == [36, 49, 64, 81]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("chunksize", 0), ("chunksize", 1.5), ("buffersize", 0), ("buffersize", True)],
+)
+def test_map_options_must_be_positive_whole_numbers(option: str, value: object) -> None:
+    with Pool(workers=1) as pool, pytest.raises(ValueError, match=f"^{option}: "):
+        pool.map(tasks.square, [1], **{option: value})  # type: ignore[arg-type]
+
+
 def test_map_raises_timeout_error_when_results_are_late(tmp_path: Path) -> None:
     with Pool(workers=1) as pool, Gate(tmp_path) as gate:
         started, release = gate.args("a")
         results = pool.map(tasks.hold, [started], [release], timeout=0.3)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match=r"not ready within the timeout of 0\.3s"):
             list(results)
 
 
@@ -1163,6 +1208,19 @@ async def test_async_pool_submits_maps_and_shuts_down() -> None:
 async def test_async_pool_map_can_be_iterated_with_async_for() -> None:
     async with AsyncPool(workers=2) as pool:
         assert [x async for x in pool.map(tasks.square, range(4))] == [0, 1, 4, 9]
+
+
+async def test_async_pool_map_sends_chunks() -> None:
+    async with AsyncPool(workers=2) as pool:
+        assert await pool.map(tasks.square, range(7), chunksize=3) == [i * i for i in range(7)]
+        assert pool.stats().done == 3
+        assert [x async for x in pool.map(tasks.add, range(5), range(5), chunksize=2)] == [
+            0,
+            2,
+            4,
+            6,
+            8,
+        ]
 
 
 async def test_async_pool_schedule_takes_the_same_options(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Unpack
 
@@ -29,6 +28,7 @@ from procvisor.pool._engine import (
     TaskOptions,
     Worker,
     iter_lines,
+    map_results,
     seconds,
 )
 from procvisor.pool._worker import ERR, OK
@@ -140,24 +140,19 @@ class CommandPool(Engine):
             options["timeout"] = self._timeout
         return self._new_task(None, (body,), {}, "the task", options)
 
-    def map(self, items: Iterable[Any], *, timeout: float | None = None) -> Iterator[Any]:
+    def map(
+        self,
+        items: Iterable[Any],
+        *,
+        timeout: float | None = None,
+        buffersize: int | None = None,
+    ) -> Iterator[Any]:
         """Submit every item; yield the results in order (the first error is raised).
 
-        ``timeout`` bounds the wait for all of them, from this call, as ``Executor.map``'s.
+        ``timeout`` bounds the wait for all of them, from this call, as ``Executor.map``'s;
+        ``buffersize`` submits only that many items ahead of the results consumed.
         """
-        futures = [self.submit(item) for item in items]
-        end = None if timeout is None else time.monotonic() + timeout
-
-        def results() -> Iterator[Any]:
-            try:
-                for future in futures:
-                    left = None if end is None else max(0.0, end - time.monotonic())
-                    yield future.result(left)
-            finally:
-                for future in futures:
-                    future.cancel()
-
-        return results()
+        return map_results(self.submit, iter(items), timeout=timeout, buffersize=buffersize)
 
     # -- the worker program and its JSON lines --------------------------------------------
 

@@ -217,6 +217,52 @@ def count(value: int | None, name: str, *, minimum: int) -> int | None:
     return value
 
 
+def map_results(
+    submit: Callable[[Any], cf.Future[Any]],
+    items: Iterator[Any],
+    *,
+    timeout: float | None,
+    buffersize: int | None,
+    chunked: bool = False,
+) -> Iterator[Any]:
+    """The ``map`` of both pools: ``submit`` each item, and yield the results in order.
+
+    As :meth:`concurrent.futures.Executor.map`, every item is submitted now, and ``timeout``
+    counts from now; with ``buffersize``, only that many ahead of the results consumed. The
+    futures still pending are cancelled when the iterator is closed or fails. ``chunked``:
+    each result is a list, yielded item by item.
+    """
+    count(buffersize, "buffersize", minimum=1)
+    end = None if timeout is None else time.monotonic() + timeout
+    first = items if buffersize is None else itertools.islice(items, buffersize)
+    futures = deque(map(submit, first))
+    rest = None if buffersize is None else items
+
+    def results() -> Iterator[Any]:
+        try:
+            while futures:
+                future = futures.popleft()  # not kept once its result is yielded
+                if rest is not None:
+                    futures.extend(map(submit, itertools.islice(rest, 1)))
+                try:
+                    result = future.result(None if end is None else end - time.monotonic())
+                except TimeoutError:
+                    future.cancel()
+                    raise TimeoutError(
+                        f"map: a result was not ready within the timeout of {timeout}s"
+                    ) from None
+                del future
+                if chunked:
+                    yield from result
+                else:
+                    yield result
+        finally:
+            for future in futures:
+                future.cancel()
+
+    return results()
+
+
 def check_names(given: Mapping[str, object], accepted: type) -> None:
     """TypeError for a keyword that ``accepted`` (a TypedDict) does not have, with a guess."""
     names = accepted.__annotations__

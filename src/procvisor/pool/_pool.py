@@ -16,16 +16,17 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from procvisor.errors import SpawnError
 from procvisor.policy.taskqueue import Priority
 from procvisor.pool import _worker
-from procvisor.pool._engine import Engine, Sizing, Task, TaskOptions, Worker
+from procvisor.pool._engine import Engine, Sizing, Task, TaskOptions, Worker, count, map_results
 from procvisor.pool._forkserver import ForkedWorker, ForkServer, fork_pool
 from procvisor.pool._worker import (
     CALL,
+    CALL_MANY,
     ENV_MEASURE_RSS,
     ENV_PARENT,
     ENV_PATH,
@@ -43,6 +44,34 @@ __all__ = ["AsyncPool", "Pool"]
 
 _WORKER_FILE = os.path.abspath(_worker.__file__)
 _FN_KEYS = 1024  # the worker caches more (4096): what the pool still sends, it has
+
+
+class _Chunk:
+    """The task of one chunk of a ``map``: ``fn`` over a tuple of argument tuples.
+
+    It never travels: the worker is sent ``fn`` itself (cached like any other) and the
+    chunk, and answers with the list of results.
+    """
+
+    __slots__ = ("__name__", "fn")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "task")
+
+    def __call__(self, *arg_tuples: tuple[Any, ...]) -> list[Any]:
+        return [self.fn(*a) for a in arg_tuples]
+
+
+def _map_args(
+    fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
+) -> tuple[Callable[..., Any], Iterator[tuple[Any, ...]]]:
+    """What ``map`` submits: ``fn`` and each item's arguments, or a chunk runner and chunks."""
+    count(chunksize, "chunksize", minimum=1)
+    items = zip(*iterables, strict=False)
+    if chunksize == 1:
+        return fn, items
+    return _Chunk(fn), iter(lambda: tuple(itertools.islice(items, chunksize)), ())
 
 
 class Pool(Engine, cf.Executor):
@@ -116,6 +145,32 @@ class Pool(Engine, cf.Executor):
         task = Task(fn, args, kwargs, future, Priority.NORMAL, None, None, 0, (), 0.0, now, name)
         self._add(task)
         return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[Any]:
+        """``fn`` over the iterables in the workers; the results in order, as they come.
+
+        As :meth:`concurrent.futures.Executor.map`: the tasks are submitted at once, the
+        first exception raises when its result is reached, and ``timeout`` (seconds from
+        this call) raises TimeoutError. ``chunksize`` items travel as one task, as with
+        ProcessPoolExecutor: far faster for small tasks (an exception fails its chunk).
+        ``buffersize`` (as in Python 3.14) submits only that many tasks ahead of the
+        results consumed, so an endless or huge iterable is read lazily.
+        """
+        call, args = _map_args(fn, iterables, chunksize)
+        return map_results(
+            lambda a: self.submit(call, *a),
+            args,
+            timeout=timeout,
+            buffersize=buffersize,
+            chunked=chunksize > 1,
+        )
 
     def schedule(
         self,
@@ -198,11 +253,13 @@ class Pool(Engine, cf.Executor):
 
     def _encode(self, w: Worker, task: Task) -> bytes:
         assert task.fn is not None
-        key, fn_bytes = self._fn_key(task.fn)
+        if isinstance(task.fn, _Chunk):
+            kind, fn, args, kwargs = CALL_MANY, task.fn.fn, task.args, None
+        else:
+            kind, fn, args, kwargs = CALL, task.fn, task.args, task.kwargs
+        key, fn_bytes = self._fn_key(fn)
         try:
-            payload = dumps(
-                (CALL, task.id, key, None if key in w.fns else fn_bytes, task.args, task.kwargs)
-            )
+            payload = dumps((kind, task.id, key, None if key in w.fns else fn_bytes, args, kwargs))
         except Exception as exc:
             raise TypeError(f"the task's function or arguments cannot be pickled: {exc}") from None
         w.fns.add(key)
@@ -238,9 +295,15 @@ class AsyncPool:
     async def schedule(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.wrap_future(self._pool.schedule(fn, *args, **kwargs))
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> _AsyncMap:
-        """Submit ``fn`` over the iterables; ``await`` it for a list, or ``async for`` it."""
-        return _AsyncMap([self._pool.submit(fn, *a) for a in zip(*iterables, strict=False)])
+    def map(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], chunksize: int = 1
+    ) -> _AsyncMap:
+        """Submit ``fn`` over the iterables; ``await`` it for a list, or ``async for`` it.
+
+        ``chunksize`` items travel as one task, as with :meth:`Pool.map`.
+        """
+        call, args = _map_args(fn, iterables, chunksize)
+        return _AsyncMap([self._pool.submit(call, *a) for a in args], chunked=chunksize > 1)
 
     def stats(self) -> PoolStats:
         return self._pool.stats()
@@ -261,15 +324,22 @@ class AsyncPool:
 class _AsyncMap:
     """The results of :meth:`AsyncPool.map`, in order: awaitable as a list, or async-iterable."""
 
-    def __init__(self, futures: list[cf.Future[Any]]) -> None:
+    def __init__(self, futures: list[cf.Future[Any]], *, chunked: bool = False) -> None:
         self._futures = futures
+        self._chunked = chunked
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
         return self._all().__await__()
 
     async def _all(self) -> list[Any]:
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in self._futures)))
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in self._futures))
+        return list(itertools.chain.from_iterable(results) if self._chunked else results)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         for future in self._futures:
-            yield await asyncio.wrap_future(future)
+            result = await asyncio.wrap_future(future)
+            if self._chunked:
+                for item in result:
+                    yield item
+            else:
+                yield result

@@ -10,6 +10,8 @@ protocol. Messages from the pool:
   ``(INIT_FAILED, traceback_text)`` and exit 1);
 * ``(CALL, task_id, fn_key, fn_bytes_or_None, args, kwargs)``: run ``fn(*args, **kwargs)``;
   ``fn_bytes`` comes only the first time a function is sent, after that only its key;
+* ``(CALL_MANY, task_id, fn_key, fn_bytes_or_None, arg_tuples, None)``: a chunk of a ``map``,
+  answered with the list of ``fn(*args)`` for each (the first exception fails the chunk);
 
 answered with ``(OK, task_id, result, rss)`` or ``(ERR, task_id, exception, traceback_text,
 rss)``. End of file on its input means: exit now. A worker dies with the process that forked
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, NoReturn
 
-CALL, INIT, OK, ERR, READY, INIT_FAILED = range(6)
+CALL, INIT, OK, ERR, READY, INIT_FAILED, CALL_MANY = range(7)
 ENV_PARENT = "PROCVISOR_POOL_PARENT"
 """The pid of the pool's process, so a worker can tell its parent died before it looked."""
 ENV_MEASURE_RSS = "PROCVISOR_POOL_RSS"
@@ -163,7 +165,7 @@ def _serve(rfd: int, wfd: int) -> NoReturn:
         # and the pool times each task from the answer of the one before it.
         for msg in reader.feed(data):
             kind = msg[0]
-            if kind == CALL:
+            if kind in (CALL, CALL_MANY):
                 _, task_id, key, fn_bytes, args, kwargs = msg
                 try:
                     if fn_bytes is not None:
@@ -172,7 +174,7 @@ def _serve(rfd: int, wfd: int) -> NoReturn:
                             fns.popitem(last=False)
                     fn = fns[key]
                     fns.move_to_end(key)
-                    result = fn(*args, **kwargs)
+                    result = fn(*args, **kwargs) if kind == CALL else [fn(*a) for a in args]
                 except BaseException as exc:
                     if isinstance(exc, SystemExit | KeyboardInterrupt):
                         exc = RuntimeError(f"task raised {type(exc).__name__}: {exc}")
