@@ -14,7 +14,9 @@ submit   N tasks submitted one at a time (``submit`` + ``add_done_callback``; mp
          time - time just before that task's submit (mostly queueing). Over the same window:
          CPU time of the pool's process (all threads) and of its workers (/proc), per task.
          After it, with psutil: RSS and USS of each worker process (median over the workers).
-map      ``map(fn, range(N), chunksize=1)``, consumed into a list; throughput only.
+map      ``map(fn, range(N), chunksize=C)``, consumed into a list; throughput only. C is 1
+         (every task on its own), and 256 for no-op tasks (how a user maps many tiny
+         ones; procvisor-cmd has no chunks and runs it with one task per item).
 rtt      submit one no-op task, wait for its result, repeat: the unloaded round trip.
 startup  pool constructor -> first no-op result (the import of the module that holds the
          pool is timed apart, before, as in the team harness: for procvisor that is
@@ -97,6 +99,8 @@ IMPORTS = {
 WORKERS = 2
 IDEAL_BUSY = WORKERS / 1e-3
 """Tasks per second of 2 workers doing nothing but 1 ms tasks."""
+CHUNKSIZE = 256
+"""Items per task in the chunked no-op map."""
 BUSY_GOAL = 0.9
 CHILD_TIMEOUT = 300.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,8 +162,8 @@ class _CF:
     def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         return self.ex.submit(fn, arg).result()
 
-    def map(self, fn: Callable[[Any], Any], it: range) -> list[Any]:
-        return list(self.ex.map(fn, it, chunksize=1))
+    def map(self, fn: Callable[[Any], Any], it: range, chunksize: int) -> list[Any]:
+        return list(self.ex.map(fn, it, chunksize=chunksize))
 
     def shutdown(self) -> None:
         self.ex.shutdown(wait=True)
@@ -209,8 +213,8 @@ class _ProcvisorCmd(_CF):
     def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         return self.ex.submit([fn.__name__, arg]).result()
 
-    def map(self, fn: Callable[[Any], Any], it: range) -> list[Any]:
-        return list(self.ex.map([fn.__name__, x] for x in it))
+    def map(self, fn: Callable[[Any], Any], it: range, chunksize: int) -> list[Any]:
+        return list(self.ex.map([fn.__name__, x] for x in it))  # no chunks: one per item
 
 
 class _MP:
@@ -227,8 +231,8 @@ class _MP:
     def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         return self.pool.apply_async(fn, (arg,)).get()
 
-    def map(self, fn: Callable[[Any], Any], it: range) -> list[Any]:
-        return list(self.pool.map(fn, it, chunksize=1))
+    def map(self, fn: Callable[[Any], Any], it: range, chunksize: int) -> list[Any]:
+        return list(self.pool.map(fn, it, chunksize=chunksize))
 
     def shutdown(self) -> None:
         self.pool.close()
@@ -249,8 +253,8 @@ class _Pebble(_MP):
     def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         return self.pool.schedule(fn, args=(arg,)).result()
 
-    def map(self, fn: Callable[[Any], Any], it: range) -> list[Any]:
-        return list(self.pool.map(fn, it, chunksize=1).result())
+    def map(self, fn: Callable[[Any], Any], it: range, chunksize: int) -> list[Any]:
+        return list(self.pool.map(fn, it, chunksize=chunksize).result())
 
 
 ADAPTERS: dict[str, type[Any]] = {
@@ -366,10 +370,10 @@ def _run_submit(ad: Any, fn: Callable[[Any], Any], n: int) -> dict[str, Any]:
     }
 
 
-def _run_map(ad: Any, fn: Callable[[Any], Any], n: int) -> dict[str, Any]:
+def _run_map(ad: Any, fn: Callable[[Any], Any], n: int, chunksize: int) -> dict[str, Any]:
     cpu_own = _own_cpu()
     t0 = perf()
-    res = ad.map(fn, range(n))
+    res = ad.map(fn, range(n), chunksize)
     t1 = perf()
     cpu_own = _own_cpu() - cpu_own
     if len(res) != n or res[-1] != n - 1:
@@ -515,7 +519,7 @@ def child_main(argv: Sequence[str]) -> None:
             out.update(_run_submit(ad, fn, cfg["n"]))
             out.update(_memory(worker_pids()))
         elif mode == "map":
-            out.update(_run_map(ad, fn, cfg["n"]))
+            out.update(_run_map(ad, fn, cfg["n"], cfg.get("chunksize", 1)))
         else:
             out.update(_run_rtt(ad, fn, cfg["n"]))
         ad.shutdown()
@@ -732,6 +736,11 @@ def _configs(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any]]]:
     out: list[tuple[str, int, dict[str, Any]]] = [
         ("noop submit", args.reps, {"task": "noop", "mode": "submit", "n": args.n}),
         ("noop map", args.reps, {"task": "noop", "mode": "map", "n": args.n}),
+        (
+            "noop map chunks",
+            args.reps,
+            {"task": "noop", "mode": "map", "n": args.n, "chunksize": CHUNKSIZE},
+        ),
         ("noop rtt", args.reps, {"task": "noop", "mode": "rtt", "n": args.rtt_n}),
         ("busy submit", args.busy_reps, {"task": "busy1ms", "mode": "submit", "n": args.busy_n}),
         ("busy map", args.busy_reps, {"task": "busy1ms", "mode": "map", "n": args.busy_n}),
@@ -840,6 +849,7 @@ def _tables(r: Results, tools: Sequence[str], args: argparse.Namespace) -> list[
                 "no-op submit",
                 "× mp",
                 "no-op map(cs=1)",
+                f"no-op map(cs={CHUNKSIZE})",
                 "1 ms submit",
                 "1 ms map(cs=1)",
                 "1 ms submit, map: % of ideal",
@@ -850,6 +860,7 @@ def _tables(r: Results, tools: Sequence[str], args: argparse.Namespace) -> list[
                     _cell(r, t, "noop submit", "tasks_per_s"),
                     vs_mp(t),
                     _cell(r, t, "noop map", "tasks_per_s"),
+                    _cell(r, t, "noop map chunks", "tasks_per_s"),
                     _cell(r, t, "busy submit", "tasks_per_s"),
                     _cell(r, t, "busy map", "tasks_per_s"),
                     f"{of_ideal(t, 'busy submit')}, {of_ideal(t, 'busy map')}",
