@@ -28,44 +28,62 @@ from procvisor.errors import (
     TimeoutExpired,
     WorkerCrashed,
 )
-from procvisor.process import (
-    Command,
-    Limits,
-    Metrics,
-    OutputLine,
-    Pipeline,
-    PipelineResult,
-    Process,
-    Result,
-    Usage,
-    arun,
-    cmd,
-    run,
-    spawn,
-)
 
 if _typing.TYPE_CHECKING:
     from procvisor.client import Client
     from procvisor.pool import AsyncPool, Balancer, CommandPool, Pool, PoolStats
+    from procvisor.process import (
+        Command,
+        Limits,
+        Metrics,
+        OutputLine,
+        Pipeline,
+        PipelineResult,
+        Process,
+        Result,
+        Usage,
+        arun,
+        cmd,
+        run,
+        spawn,
+    )
 
 __version__ = "0.1.0"
 
-_LAZY = {"AsyncPool", "Balancer", "CommandPool", "Pool", "PoolStats"}
-_LAZY_CLIENT = {"Client"}
+# Each layer loads on first use of one of its names: `procvisor status` and the other
+# commands that only talk to the daemon need neither asyncio nor the process layer (~60 ms),
+# and run() pays nothing for the pool layer (threads, selectors, concurrent.futures).
+_LAZY = {
+    "procvisor.client": ("Client",),
+    "procvisor.pool": ("AsyncPool", "Balancer", "CommandPool", "Pool", "PoolStats"),
+    "procvisor.process": (
+        "Command",
+        "Limits",
+        "Metrics",
+        "OutputLine",
+        "Pipeline",
+        "PipelineResult",
+        "Process",
+        "Result",
+        "Usage",
+        "arun",
+        "cmd",
+        "run",
+        "spawn",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 
 def __getattr__(name: str) -> _typing.Any:
-    # The pool layer (threads, selectors, concurrent.futures) loads on first use, so that
-    # `procvisor run` and `import procvisor` for run() pay nothing for it.
-    if name in _LAZY_CLIENT:
-        from procvisor.client import Client  # noqa: PLC0415
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'procvisor' has no attribute {name!r}")
+    import importlib  # noqa: PLC0415
 
-        return Client
-    if name in _LAZY:
-        from procvisor import pool  # noqa: PLC0415
-
-        return getattr(pool, name)
-    raise AttributeError(f"module 'procvisor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 __all__ = [

@@ -331,6 +331,42 @@ def test_status_is_an_aligned_table(daemon: BackgroundDaemon, config: Path) -> N
     ]
 
 
+def test_status_of_a_running_daemon_loads_neither_the_config_models_nor_asyncio(
+    daemon: BackgroundDaemon, config: Path
+) -> None:
+    # A fresh interpreter: this one has loaded everything already.
+    script = (
+        "import sys\n"
+        "from procvisor.cli import main\n"
+        "try:\n"
+        "    main(['status', '-c', sys.argv[1]], standalone_mode=False)\n"
+        "finally:\n"
+        "    loaded = ('pydantic', 'asyncio', 'procvisor.daemon.config', 'procvisor.process')\n"
+        "    print([m for m in loaded if m in sys.modules], file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "web:0" in proc.stdout
+    assert proc.stderr.strip() == "[]"
+
+
+def test_a_running_daemon_is_reached_while_its_config_is_invalid(
+    daemon: BackgroundDaemon, config: Path
+) -> None:
+    config.write_text(config.read_text() + "\n[services.web.backoff]\ninitial = 'soon'\n")
+    assert "web:0" in invoke(config, "status").stdout
+    # Commands that need the file itself still report it.
+    result = invoke(config, "token")
+    assert result.exit_code == 2
+    assert "services.web.backoff.initial" in one_error_line(result)
+
+
 def test_status_json_is_the_apis_answer(daemon: BackgroundDaemon, config: Path) -> None:
     result = invoke(config, "status", "web", "--json")
     assert result.exit_code == 0

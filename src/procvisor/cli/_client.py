@@ -30,6 +30,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from procvisor.daemon._files import SOCKET_NAME, ConfigError, find_config, state_dir_of_file
+
 if TYPE_CHECKING:
     import httpx
 
@@ -111,16 +113,25 @@ class Location:
 
     config_path: Path
     """The config file, as the user named it."""
-    config: Config | None
-    """``None`` while the file is invalid but its daemon runs (found by its state dir)."""
     state_dir: Path
 
     @property
     def socket_path(self) -> Path:
         """The daemon's control socket."""
-        from procvisor.daemon.config import SOCKET_NAME  # noqa: PLC0415
-
         return self.state_dir / SOCKET_NAME
+
+    def config(self) -> Config:
+        """The config file, validated (the daemon itself may run an earlier version of it).
+
+        Raises:
+            InvalidConfig: it is invalid now, one line per problem.
+        """
+        from procvisor.daemon.config import ConfigError, load_config  # noqa: PLC0415
+
+        try:
+            return load_config(self.config_path, runtime=False)
+        except ConfigError as exc:
+            raise InvalidConfig(*exc.lines()) from None
 
     def no_daemon(self) -> NoDaemon:
         """The error for "nobody answers on the socket"."""
@@ -134,33 +145,25 @@ class Location:
 def locate(config_file: str | None) -> Location:
     """Find the config file and its state directory as the daemon does.
 
-    Raises:
-        InvalidConfig: the config file is missing or invalid, one line per problem.
-    """
-    # Imported here: pydantic and the models cost ~100 ms, which `procvisor --help` should not.
-    from procvisor.daemon.config import (  # noqa: PLC0415
-        SOCKET_NAME,
-        ConfigError,
-        find_config,
-        load_config,
-        state_dir,
-        state_dir_of_file,
-    )
+    Only ``[daemon] state_dir`` is read at first: when a daemon's socket is there, the daemon
+    has the file's last good version, and validating all of it (pydantic and the models,
+    ~140 ms) would only slow the command down. Where no socket is found, the whole file is
+    validated, so that a wrong file is reported as such and not as a missing daemon.
 
+    Raises:
+        InvalidConfig: the config file is missing, or invalid and no daemon runs for it.
+    """
     try:
         path = find_config(config_file)
     except ConfigError as exc:
         raise InvalidConfig(*exc.lines()) from None
-    try:
-        config = load_config(path, runtime=False)
-    except ConfigError as exc:
-        # Being edited: a daemon started from the file's last good version still runs, and
-        # status, stop or down must reach it (reload then reports the problems).
-        fallback = state_dir_of_file(path)
-        if (fallback / SOCKET_NAME).exists():
-            return Location(path, None, fallback)
-        raise InvalidConfig(*exc.lines()) from None
-    return Location(path, config, state_dir(config, path))
+    found = state_dir_of_file(path)
+    if (found / SOCKET_NAME).exists():
+        return Location(path, found)
+    from procvisor.daemon.config import state_dir  # noqa: PLC0415
+
+    config = Location(path, found).config()  # InvalidConfig if it is invalid
+    return Location(path, state_dir(config, path))
 
 
 def connect(config_file: str | None) -> DaemonClient:

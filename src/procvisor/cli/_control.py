@@ -518,20 +518,13 @@ def token(config_file: str | None) -> None:
     from procvisor.daemon._token import token_path  # noqa: PLC0415
 
     location = locate(config_file)
-    if location.config is None:  # the file is invalid now: say how
-        from procvisor.daemon.config import ConfigError, load_config  # noqa: PLC0415
-
-        try:
-            load_config(location.config_path, runtime=False)
-        except ConfigError as exc:
-            raise InvalidConfig(*exc.lines()) from None
-    assert location.config is not None
-    if location.config.daemon.http is None:
+    config = location.config()
+    if config.daemon.http is None:
         raise CliError(
             f"[daemon] http is not set in {location.config_path}: the API is only on the "
             "Unix socket, which needs no token"
         )
-    path = token_path(location.config, location.state_dir)
+    path = token_path(config, location.state_dir)
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:

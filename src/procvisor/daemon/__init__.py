@@ -1,30 +1,7 @@
-"""The composition root: config loading now; the HTTP API, signals and wiring come later.
+"""The composition root: the config, the daemon that wires every layer, and its HTTP API.
 
 This is the only layer that knows every other one. It reads the TOML config
 (:mod:`procvisor.daemon.config`) into validated models that the capabilities are built from;
-the capabilities themselves never parse files.
+the capabilities themselves never parse files. Nothing is imported here, so that the CLI can
+find a running daemon (:mod:`procvisor.daemon._files`) without loading pydantic and the models.
 """
-
-from procvisor.daemon.config import (
-    Config,
-    ConfigError,
-    ConfigProblem,
-    Service,
-    check_runtime,
-    find_config,
-    load_config,
-    parse_config,
-    state_dir,
-)
-
-__all__ = [
-    "Config",
-    "ConfigError",
-    "ConfigProblem",
-    "Service",
-    "check_runtime",
-    "find_config",
-    "load_config",
-    "parse_config",
-    "state_dir",
-]

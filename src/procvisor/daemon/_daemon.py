@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from procvisor import __version__
 from procvisor._util import redact_env
+from procvisor.daemon._files import SOCKET_NAME
 from procvisor.daemon._jobs import jobs_config
 from procvisor.daemon._metrics import DaemonMetrics
 from procvisor.daemon._pools import CommandPools
 from procvisor.daemon._specs import service_specs
-from procvisor.daemon.config import SOCKET_NAME, Config, ConfigError, load_config, state_dir
+from procvisor.daemon.config import Config, ConfigError, load_config, state_dir
 from procvisor.process import adopted, become_subreaper, reap_orphans, stop_group
 from procvisor.store import Store, StoreError
 from procvisor.supervisor import Supervisor

@@ -29,7 +29,7 @@ from types import TracebackType
 import uvicorn
 from starlette.types import ASGIApp
 
-from procvisor.daemon.config import SOCKET_NAME
+from procvisor.daemon._files import SOCKET_NAME
 
 __all__ = ["SOCKET_NAME", "ApiServer"]
 
