@@ -68,6 +68,24 @@ def _orphan(tmp_path: Path, db: Path, job_id: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
 
 
+def _running(job_id: int, pid: int, ticks: float | None) -> list[JobChange]:
+    """The store's record of a job whose run started as ``pid`` at ``ticks``."""
+    return [
+        JobChange(job_id, "queued", "scheduled", 1.0, "admitted", runs=1),
+        JobChange(
+            job_id,
+            "scheduled",
+            "running",
+            1.0,
+            "started",
+            runs=1,
+            pid=pid,
+            start_ticks=ticks,
+            started=1.0,
+        ),
+    ]
+
+
 async def test_running_jobs_are_stopped_and_requeued_or_failed(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     with Store(db) as store:
@@ -89,20 +107,7 @@ async def test_running_jobs_are_stopped_and_requeued_or_failed(tmp_path: Path) -
         changes = []
         for job_id in (again, once):
             pid = procs[job_id].pid
-            changes += [
-                JobChange(job_id, "queued", "scheduled", 1.0, "admitted", runs=1),
-                JobChange(
-                    job_id,
-                    "scheduled",
-                    "running",
-                    1.0,
-                    "started",
-                    runs=1,
-                    pid=pid,
-                    start_ticks=start_ticks(pid),
-                    started=1.0,
-                ),
-            ]
+            changes += _running(job_id, pid, start_ticks(pid))
         # Crashed between the spawn and the write of its pid: found by its environment.
         changes.append(JobChange(starting, "queued", "scheduled", 1.0, "admitted", runs=1))
         store.update_jobs(changes)
@@ -134,21 +139,8 @@ async def test_a_reused_pid_is_left_alone(tmp_path: Path) -> None:
     try:
         with Store(db) as store:
             [job_id] = store.add_jobs([NewJob("x", "default", 2, {"command": ["true"]}, 1.0)])
-            store.update_jobs(
-                [
-                    JobChange(job_id, "queued", "scheduled", 1.0, "admitted", runs=1),
-                    JobChange(
-                        job_id,
-                        "scheduled",
-                        "running",
-                        1.0,
-                        "started",
-                        runs=1,
-                        pid=stranger.pid,
-                        start_ticks=1.0,  # not the stranger's start time
-                    ),
-                ]
-            )
+            # 1.0: not the stranger's start time
+            store.update_jobs(_running(job_id, stranger.pid, 1.0))
             async with Scheduler(store, tmp_path / "logs", JobsConfig()) as jobs:
                 assert jobs.recovery.stopped == ()
                 assert (await jobs.wait(job_id, timeout=5)).state is S.SUCCEEDED
@@ -178,9 +170,45 @@ async def test_close_requeues_running_jobs_for_the_next_scheduler(
 
 
 def test_recovery_report_reads_as_one_line() -> None:
-    report = RecoveryReport(loaded=3, stopped=((3, 29229),), requeued=(3, 5), failed=(4,))
+    report = RecoveryReport(
+        loaded=3, stopped=((3, 29229),), ended=((6, 29230),), requeued=(3, 5, 6), failed=(4,)
+    )
     assert report.describe() == (
-        "stopped what was still running: job 3 (pid 29229); queued again: 3, 5; "
-        "failed, as requeue_on_restart is off: 4"
+        "stopped what was still running: job 3 (pid 29229); "
+        "ended while no scheduler ran, exit status lost: job 6 (pid 29230); "
+        "queued again: 3, 5, 6; failed, as requeue_on_restart is off: 4"
     )
     assert RecoveryReport(loaded=2).describe() == "2 unfinished jobs loaded, nothing to recover"
+
+
+async def test_a_run_that_ended_while_no_scheduler_ran_is_told_apart(tmp_path: Path) -> None:
+    # A zombie: the run exited after its scheduler died, and whoever adopted it has not
+    # reaped it (a PID 1 that does not reap). Here this test is that parent.
+    db = tmp_path / "jobs.db"
+    with Store(db) as store:
+        (job_id,) = store.add_jobs(
+            [NewJob("done", "default", 2, {"command": ["true"]}, time.time())]
+        )
+        proc = subprocess.Popen(["true"], start_new_session=True)
+        ticks = start_ticks(proc.pid)
+        wait_for(lambda: _state(proc.pid) == "Z")
+        store.update_jobs(_running(job_id, proc.pid, ticks))
+        jobs = Scheduler(store, tmp_path / "logs", JobsConfig(capacity=Capacity(cpu=2.0)))
+        try:
+            report = await jobs.start()
+            assert report.ended == ((job_id, proc.pid),) and report.stopped == ()
+            assert report.requeued == (job_id,)
+            reasons = [e.reason for e in jobs.get(job_id).history]
+            lost = "it ended while no scheduler ran, and its exit status is lost"
+            assert any(r.startswith(lost) for r in reasons), reasons
+            job = await jobs.wait(job_id, timeout=10)
+            assert job.state is S.SUCCEEDED and job.runs == 2
+        finally:
+            await jobs.aclose()
+            proc.wait()  # if the scheduler did not reap it already
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return stat[stat.rfind(b")") + 2 :].split()[0].decode()

@@ -301,6 +301,8 @@ class RecoveryReport:
         loaded: unfinished jobs loaded from the store.
         stopped: ``(job, pid)`` of process groups left running by the previous scheduler,
             now stopped.
+        ended: ``(job, pid)`` of runs that ended after the previous scheduler died, their
+            exit status lost with it (left unreaped, as zombies): queued again, or failed.
         requeued: jobs that were running or being started, queued again.
         failed: jobs that were running and must not run twice (``requeue_on_restart``
             False), now failed.
@@ -308,6 +310,7 @@ class RecoveryReport:
 
     loaded: int = 0
     stopped: tuple[tuple[int, int], ...] = ()
+    ended: tuple[tuple[int, int], ...] = ()
     requeued: tuple[int, ...] = ()
     failed: tuple[int, ...] = field(default=())
 
@@ -317,10 +320,14 @@ class RecoveryReport:
         def ids(jobs: tuple[int, ...]) -> str:
             return ", ".join(map(str, jobs))
 
+        def runs(pairs: tuple[tuple[int, int], ...]) -> str:
+            return ", ".join(f"job {job} (pid {pid})" for job, pid in pairs)
+
         parts = []
         if self.stopped:
-            groups = ", ".join(f"job {job} (pid {pid})" for job, pid in self.stopped)
-            parts.append(f"stopped what was still running: {groups}")
+            parts.append(f"stopped what was still running: {runs(self.stopped)}")
+        if self.ended:
+            parts.append(f"ended while no scheduler ran, exit status lost: {runs(self.ended)}")
         if self.requeued:
             parts.append(f"queued again: {ids(self.requeued)}")
         if self.failed:

@@ -88,7 +88,7 @@ from procvisor.policy.admission import (
 from procvisor.policy.jobqueue import JobQueue
 from procvisor.policy.jobstate import TERMINAL_STATES, JobState, check_transition, retry_delay
 from procvisor.policy.units import format_duration
-from procvisor.process import Process, Result, reap_orphans, spawn, stop_group
+from procvisor.process import Process, Result, group_members, reap_orphans, spawn, stop_group
 from procvisor.store import JobChange, NewJob, Store
 
 __all__ = ["Scheduler"]
@@ -1194,6 +1194,11 @@ class Scheduler:
         for rec in records:
             if rec.run_open and rec.pid is not None and group_is_ours(rec.pid, rec.start_ticks):
                 stops[rec.id] = rec.pid
+        # A run whose group holds only zombies ended while no scheduler ran. Its reaper (a
+        # PID 1 that does not reap, as in many containers) has its exit status, not us.
+        ended = {job_id: pid for job_id, pid in stops.items() if not group_members(pid)}
+        for job_id in ended:
+            del stops[job_id]
         if stops:
             await asyncio.gather(
                 *(stop_group(p, self._config.grace, reap=True) for p in stops.values())
@@ -1211,7 +1216,12 @@ class Scheduler:
             if rec.run_open:
                 job.ended = wall
             if job.state is S.RUNNING:
-                self._requeue_interrupted(job, "the scheduler restarted while it ran", wall, None)
+                why = (
+                    "it ended while no scheduler ran, and its exit status is lost"
+                    if job.id in ended
+                    else "the scheduler restarted while it ran"
+                )
+                self._requeue_interrupted(job, why, wall, None)
                 after: JobState = job.state
                 (requeued if after is S.QUEUED else failed).append(job.id)
             elif job.state in (S.SCHEDULED, S.PREEMPTED):
@@ -1263,6 +1273,7 @@ class Scheduler:
         return RecoveryReport(
             loaded=len(loaded),
             stopped=tuple(sorted(stops.items())),
+            ended=tuple(sorted(ended.items())),
             requeued=tuple(requeued),
             failed=tuple(failed),
         )
