@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import await_for, pid_alive
+from helpers import await_for, pid_alive, wait_for
 from procvisor.policy.restart import Backoff, RestartMode, RestartPolicy
-from procvisor.process import group_members
+from procvisor.process import group_members, start_ticks
 from procvisor.store import InstanceRecord, Store
 from procvisor.supervisor import HookSpec, LogSpec, ProbeSpec, ServiceSpec, Supervisor
 
@@ -322,3 +323,21 @@ async def test_leftovers_of_a_killed_daemon_are_stopped_not_duplicated(
         store.close()
     await first.stop_all()  # its instance is gone already: nothing to do
     assert replace(first.specs["web"]) == first.specs["web"]
+
+
+async def test_a_leftover_that_is_only_a_zombie_is_not_stopped(tmp_path: Path) -> None:
+    # It ended after the daemon died, and its new parent (here: this test) has not reaped it.
+    zombie = subprocess.Popen(["true"], start_new_session=True)
+    wait_for(lambda: not group_members(zombie.pid))
+    ticks = start_ticks(zombie.pid)
+    assert ticks is not None
+    store = Store(tmp_path / "store.sqlite")
+    store.record_instance(InstanceRecord("web", 0, zombie.pid, ticks, 1.0))
+    sup = Supervisor([spec("web")], log_dir=tmp_path / "logs", store=store)
+    try:
+        assert await sup.stop_leftovers() == []
+        assert store.instances() == []
+    finally:
+        await sup.stop_all()
+        store.close()
+        zombie.wait()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from procvisor.process import group_pids, start_ticks, stop_group
+from procvisor.process import group_members, group_pids, start_ticks, stop_group
 from procvisor.store import InstanceRecord, Store
 from procvisor.supervisor._instance import Instance
 from procvisor.supervisor._observer import NullObserver, Observer
@@ -354,6 +354,8 @@ class Supervisor:
                     continue  # gone, or the pid now belongs to another process
             except ProcessLookupError:
                 continue
+            if not group_members(rec.pid):
+                continue  # only zombies are left: it ended, and its reaper has not reaped it
             spec = self._services.get(rec.service)
             sig = spec.spec.stop_signal if spec else signal.SIGTERM
             grace = spec.spec.stop_timeout if spec else 10.0
