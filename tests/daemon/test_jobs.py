@@ -118,6 +118,30 @@ def test_submit_wait_list_show_logs_cancel_and_retry(workdir, daemons) -> None:
     assert any(line.split()[:4] == ["bob", "0", "/", "1"] for line in quotas[1:])
 
 
+def test_an_array_submits_one_job_per_index_or_none(workdir, daemons) -> None:
+    up(workdir, daemons)
+    script = "echo index $PROCVISOR_ARRAY_INDEX"
+    out = cli(workdir, "submit", "--array", "1-5:2", "--", "sh", "-c", script)
+    assert out.returncode == 0, out.stderr
+    ids = out.stdout.split()
+    assert len(ids) == 3
+
+    def finished() -> list[dict[str, object]]:
+        jobs = json.loads(cli(workdir, "jobs", "--json").stdout)
+        return [j for j in jobs if str(j["id"]) in ids and j["state"] == "succeeded"]
+
+    wait_for(lambda: len(finished()) == 3, timeout=20)
+    assert sorted(str(j["name"]) for j in finished()) == ["sh[1]", "sh[3]", "sh[5]"]
+    logs = [cli(workdir, "logs", "--job", i).stdout for i in ids]
+    assert logs == ["index 1\n", "index 3\n", "index 5\n"]
+    # One bad spec refuses them all.
+    bad = cli(workdir, "submit", "--array", "1-3", "--cpu", "999", "--", "true")
+    assert bad.returncode == 1 and "requests.cpu" in bad.stderr
+    assert len(json.loads(cli(workdir, "jobs", "--json").stdout)) == 3
+    wait = cli(workdir, "submit", "--array", "1-3", "--wait", "--", "true")
+    assert wait.returncode == 2 and wait.stderr.startswith("procvisor: --wait follows one job")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -8,6 +8,7 @@ Other exit statuses as the other control commands.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -125,6 +126,46 @@ def _ids(values: Sequence[str], what: str) -> list[int]:
     return out
 
 
+ARRAY_ENV = "PROCVISOR_ARRAY_INDEX"
+"""The variable that tells each job of a ``submit --array`` its index."""
+MAX_ARRAY = 10_000
+_ARRAY_FORMS = "like 1-10, 0,4,8-12 or 0-100:10 (FIRST-LAST:STEP)"
+
+
+def array_indexes(text: str) -> list[int]:
+    """The indexes of ``--array``: ``1-10``, ``0,4,8-12`` or ``0-100:10``, as Slurm takes.
+
+    Raises:
+        UsageLine: not of that form, empty, repeated, or more than MAX_ARRAY indexes.
+    """
+    indexes: list[int] = []
+    for part in text.split(","):
+        span, _, step_text = part.strip().partition(":")
+        first, dash, last = span.partition("-")
+        step = step_text if step_text else "1"
+        numbers = (first, last if dash else first, step)
+        if not all(n.strip().isdigit() for n in numbers) or int(step) == 0:
+            raise UsageLine(f"--array: {text!r} is not a list of indexes {_ARRAY_FORMS}")
+        lo, hi = int(first), int(last if dash else first)
+        if hi < lo:
+            raise UsageLine(f"--array: {part.strip()!r} ends before it starts")
+        if len(indexes) + (hi - lo) // int(step) + 1 > MAX_ARRAY:
+            raise UsageLine(f"--array: {text!r} names more than {MAX_ARRAY:,} jobs")
+        indexes.extend(range(lo, hi + 1, int(step)))
+    if len(set(indexes)) != len(indexes):
+        raise UsageLine(f"--array: {text!r} names an index twice")
+    return indexes
+
+
+def _array_specs(spec: dict[str, Any], indexes: list[int]) -> list[dict[str, Any]]:
+    """One spec per index: named ``NAME[i]``, with the index in its environment."""
+    name = spec.get("name") or os.path.basename(spec["command"][0])
+    return [
+        {**spec, "name": f"{name}[{i}]", "env": {**spec.get("env", {}), ARRAY_ENV: str(i)}}
+        for i in indexes
+    ]
+
+
 @_command("submit")
 @click.option("--name", help="Shown in listings (default: the program's name).")
 @click.option("--priority", default="normal", show_default=True, help="critical .. background.")
@@ -149,14 +190,25 @@ def _ids(values: Sequence[str], what: str) -> list[int]:
 @click.option("--env", multiple=True, type=_EnvVar(), help="KEY=VALUE for the job's environment.")
 @click.option("--cwd", help="Directory to run in.")
 @click.option("--preemptible", is_flag=True, help="A waiting higher-priority job may preempt it.")
+@click.option(
+    "--array",
+    metavar="INDEXES",
+    help=f"One job per index, e.g. 1-10 or 0,4,8-12 or 0-100:10; each gets ${ARRAY_ENV}.",
+)
 @click.option("--wait", is_flag=True, help="Follow its output; exit with its exit code.")
 @_json_option
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD...")
 def submit(config_file: str | None, **opts: Any) -> None:
     """Submit a command job to the daemon's scheduler; print its id.
 
+    With --array, the jobs are submitted together (all or none) and their ids printed one
+    per line.
+
     Example: procvisor submit --priority high --timeout 10m --retries 2 -- make test
     """
+    indexes = array_indexes(opts["array"]) if opts["array"] else None
+    if indexes is not None and opts["wait"]:
+        raise UsageLine("--wait follows one job; wait for an array's with: procvisor jobs")
     spec: dict[str, Any] = {"command": list(opts["command"]), "tenant": opts["tenant"]}
     spec["priority"] = opts["priority"]
     requests = []
@@ -188,6 +240,14 @@ def submit(config_file: str | None, **opts: Any) -> None:
         spec["env"] = dict(opts["env"])
     if opts["preemptible"]:
         spec["preemptible"] = True
+    if indexes is not None:
+        with connect(config_file) as daemon:
+            ids = daemon.post("/jobs", {"jobs": _array_specs(spec, indexes)})["ids"]
+        if opts["as_json"]:
+            _print_json({"ids": ids})
+        else:
+            click.echo("\n".join(map(str, ids)))
+        return
     with connect(config_file) as daemon:
         (job_id,) = daemon.post("/jobs", {"jobs": [spec]})["ids"]
         if not opts["wait"]:
