@@ -138,8 +138,14 @@ def test_an_array_submits_one_job_per_index_or_none(workdir, daemons) -> None:
     bad = cli(workdir, "submit", "--array", "1-3", "--cpu", "999", "--", "true")
     assert bad.returncode == 1 and "requests.cpu" in bad.stderr
     assert len(json.loads(cli(workdir, "jobs", "--json").stdout)) == 3
-    wait = cli(workdir, "submit", "--array", "1-3", "--wait", "--", "true")
-    assert wait.returncode == 2 and wait.stderr.startswith("procvisor: --wait follows one job")
+    # --wait: all of them, then the highest exit status, and each failure named.
+    script = "exit $((PROCVISOR_ARRAY_INDEX - 1))"
+    waited = cli(workdir, "submit", "--array", "1-3", "--wait", "--", "sh", "-c", script)
+    assert waited.returncode == 2
+    assert waited.stdout == "1 of 3 jobs succeeded\n"
+    failures = waited.stderr.splitlines()
+    assert [line.split(": ", 2)[1] for line in failures] == ["job 5 (sh[2])", "job 6 (sh[3])"]
+    assert "exited with code 2" in failures[1]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -202,13 +202,11 @@ def submit(config_file: str | None, **opts: Any) -> None:
     """Submit a command job to the daemon's scheduler; print its id.
 
     With --array, the jobs are submitted together (all or none) and their ids printed one
-    per line.
+    per line; --wait then waits for all of them and exits with the highest exit status.
 
     Example: procvisor submit --priority high --timeout 10m --retries 2 -- make test
     """
     indexes = array_indexes(opts["array"]) if opts["array"] else None
-    if indexes is not None and opts["wait"]:
-        raise UsageLine("--wait follows one job; wait for an array's with: procvisor jobs")
     spec: dict[str, Any] = {"command": list(opts["command"]), "tenant": opts["tenant"]}
     spec["priority"] = opts["priority"]
     requests = []
@@ -243,11 +241,14 @@ def submit(config_file: str | None, **opts: Any) -> None:
     if indexes is not None:
         with connect(config_file) as daemon:
             ids = daemon.post("/jobs", {"jobs": _array_specs(spec, indexes)})["ids"]
-        if opts["as_json"]:
-            _print_json({"ids": ids})
-        else:
-            click.echo("\n".join(map(str, ids)))
-        return
+            if not opts["wait"]:
+                if opts["as_json"]:
+                    _print_json({"ids": ids})
+                else:
+                    click.echo("\n".join(map(str, ids)))
+                return
+            jobs = [_wait_for(daemon, job_id) for job_id in ids]
+        _report_array(jobs, as_json=opts["as_json"])
     with connect(config_file) as daemon:
         (job_id,) = daemon.post("/jobs", {"jobs": [spec]})["ids"]
         if not opts["wait"]:
@@ -260,6 +261,27 @@ def submit(config_file: str | None, **opts: Any) -> None:
     if opts["as_json"]:
         _print_json(job)
     sys.exit(_exit_status(job))
+
+
+def _wait_for(daemon: Any, job_id: int) -> dict[str, Any]:
+    """The job once it has finished, asked for in 10 s waits (each a request)."""
+    while True:
+        job: dict[str, Any] = daemon.get(f"/jobs/{job_id}/wait", {"timeout": 10.0})
+        if job["state"] in _FINAL:
+            return job
+
+
+def _report_array(jobs: list[dict[str, Any]], *, as_json: bool) -> NoReturn:
+    """Exit with the highest exit status of an array's finished jobs, naming each failure."""
+    if as_json:
+        _print_json(jobs)
+    for job in jobs:
+        if job["state"] != "succeeded":
+            click.echo(f"procvisor: job {job['id']} ({job['name']}): {job['reason']}", err=True)
+    ok = sum(job["state"] == "succeeded" for job in jobs)
+    if not as_json:
+        click.echo(f"{ok} of {len(jobs)} jobs succeeded")
+    sys.exit(max(_exit_status(job) for job in jobs))
 
 
 def _exit_status(job: dict[str, Any]) -> int:
