@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -54,7 +55,7 @@ def all_running(workdir: Path, names: set[str]) -> dict[str, dict] | None:
 class Daemon:
     """A foreground ``procvisor up`` started by a test, always gone after it."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [*PROCVISOR, "up"],
             cwd=workdir,
@@ -62,6 +63,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
         self.pid = self.proc.pid
 
@@ -82,6 +84,39 @@ command = {SLEEPER}
 instances = 2
 depends_on = ["db"]
 """
+
+
+def test_under_systemd_it_notifies_ready_watchdog_and_stopping(workdir, daemons) -> None:
+    # systemd's side of Type=notify with WatchdogSec=: a datagram socket in $NOTIFY_SOCKET.
+    write_config(
+        workdir,
+        """
+        [services.envdump]
+        command = ["sh", "-c", "env > env.txt; exec sleep 600"]
+        """,
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(workdir / "notify"))
+        systemd.settimeout(20)
+        env = {"NOTIFY_SOCKET": str(workdir / "notify"), "WATCHDOG_USEC": "200000"}
+        d = Daemon(workdir, env)
+        daemons.append(d)
+        ready = systemd.recv(4096).decode().split("\n")
+        assert ready[0] == "READY=1" and f"MAINPID={d.pid}" in ready
+        assert status(workdir)["envdump:0"]["state"] == "running"  # started before READY
+        # Pings every 0.1 s (half of 0.2 s) from the event loop.
+        assert [systemd.recv(4096) for _ in range(3)] == [b"WATCHDOG=1"] * 3
+        # Services do not inherit systemd's variables.
+        env_txt = workdir / "env.txt"
+        wait_for(lambda: env_txt.exists() and env_txt.read_text().endswith("\n"))
+        assert "NOTIFY_SOCKET" not in env_txt.read_text()
+        assert "WATCHDOG_USEC" not in env_txt.read_text()
+        d.proc.send_signal(signal.SIGTERM)
+        while (message := systemd.recv(4096)) == b"WATCHDOG=1":
+            pass
+        assert message.startswith(b"STOPPING=1")
+        code, err = d.stop()
+        assert code == 0, err
 
 
 def test_up_runs_services_and_sigterm_stops_them_then_exits_0(workdir, daemons) -> None:

@@ -30,6 +30,7 @@ from procvisor.daemon._jobs import jobs_config
 from procvisor.daemon._metrics import DaemonMetrics
 from procvisor.daemon._pools import CommandPools
 from procvisor.daemon._specs import service_specs
+from procvisor.daemon._systemd import Notifier
 from procvisor.daemon.config import Config, ConfigError, load_config, state_dir
 from procvisor.process import adopted, become_subreaper, reap_orphans, stop_group
 from procvisor.store import Store, StoreError
@@ -129,6 +130,7 @@ class Daemon:
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._stopping = False
+        self._systemd = Notifier()  # before any service starts: they must not inherit it
         self._ops = asyncio.Lock()
         self._reap_pending = False
         self.store: Store | None = None
@@ -238,9 +240,16 @@ class Daemon:
             return
         self.request_shutdown(name)
 
+    async def _watchdog(self, interval: float) -> None:
+        """Ping systemd's watchdog from the event loop: a hung loop stops the pings."""
+        while True:
+            self._systemd.watchdog()
+            await asyncio.sleep(interval)
+
     def request_shutdown(self, why: str) -> None:
         if not self._stopping:
             log.info("stopping all services (%s)", why)
+            self._systemd.stopping()
         self._stopping = True
         self._stop.set()
 
@@ -368,6 +377,10 @@ class Daemon:
             )
             await server.start()
             ready(None)
+            self._systemd.ready(f"{len(self.config.services)} services")
+            if self._systemd.watchdog_interval is not None:
+                pings = loop.create_task(self._watchdog(self._systemd.watchdog_interval))
+                self._tasks.add(pings)
             log.info(
                 "procvisor %s up: %d services, API on %s",
                 __version__,
