@@ -1,4 +1,4 @@
-"""``procvisor.Client``: submit and follow jobs of a running daemon from Python.
+"""``procvisor.Client``: drive a running daemon from Python, as the CLI does from the shell.
 
 It speaks to the daemon's API on its Unix socket, found as the CLI finds it (the config
 file: ``config=``, else ``$PROCVISOR_CONFIG``, else ``./procvisor.toml``)::
@@ -7,9 +7,13 @@ file: ``config=``, else ``$PROCVISOR_CONFIG``, else ``./procvisor.toml``)::
         job_id = daemon.submit(["make", "test"], timeout="10m", retries=2)
         ids = daemon.submit_many([{"command": ["true"]} for _ in range(1000)])
         job = daemon.wait(job_id)            # a dict: state, exit_code, history, ...
+        daemon.restart("web", rolling=True)  # services, as procvisor restart
+        upper = daemon.pool_task("upper", "hi")   # one task on a [pools.NAME] command pool
 
-Errors: :class:`LookupError` for an unknown job, :class:`ValueError` for a bad spec (the
-message names the field), :class:`ConnectionError` when no daemon answers.
+Errors: :class:`LookupError` for an unknown job, service or pool, :class:`ValueError` for a
+bad spec or argument (the message names the field), :class:`ConnectionError` when no daemon
+answers; a pool task that fails raises the pool's own error (``procvisor.TaskFailed``,
+``TaskTimeout``, ``WorkerCrashed``, ``DeadlineExpired``, ``ProtocolError``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from procvisor import errors
 from procvisor.cli._client import (
     CliError,
     DaemonClient,
@@ -48,7 +53,7 @@ def _python_error(exc: CliError) -> Exception:
 
 
 class Client:
-    """A connection to one daemon, for jobs; use it as a context manager (or :meth:`close`).
+    """A connection to one daemon; use it as a context manager (or :meth:`close`).
 
     Raises:
         ConnectionError: no daemon answers for that config.
@@ -125,3 +130,92 @@ class Client:
             "GET", "/jobs", {"state": state, "tenant": tenant, "limit": limit}
         )
         return found
+
+    # -- services -------------------------------------------------------------------------
+
+    def status(self, service: str | None = None) -> list[dict[str, Any]]:
+        """Every instance (or one service's): state, pid, uptime, restarts, health, CPU, RSS."""
+        rows: list[dict[str, Any]] = self._call("GET", "/status", {"service": service})
+        return rows
+
+    def start(self, *targets: str) -> list[str]:
+        """Start services, ``"all"``, or instances (``"web:1"``); the instances started."""
+        return self._act("/start", {"targets": list(targets)})
+
+    def stop(self, *targets: str) -> list[str]:
+        """Stop them (stop signal to each group, stop_timeout, SIGKILL); the instances."""
+        return self._act("/stop", {"targets": list(targets)})
+
+    def restart(self, *targets: str, rolling: bool = False) -> list[str]:
+        """Restart them; ``rolling``: one at a time, each once the one before is ready."""
+        return self._act("/restart", {"targets": list(targets), "rolling": rolling})
+
+    def scale(self, service: str, instances: int) -> list[str]:
+        """Run ``instances`` copies of ``service``; the instances started or stopped."""
+        return self._act("/scale", {"service": service, "instances": instances})
+
+    def signal(self, sig: int | str, *targets: str) -> list[str]:
+        """Send ``sig`` (``"HUP"``, ``15``) to every process of each instance's group."""
+        return self._act("/signal", {"targets": list(targets), "signal": sig})
+
+    def events(self, service: str | None = None, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest events (of ``service``): starts, exits, restarts, health, reloads."""
+        found: list[dict[str, Any]] = self._call(
+            "GET", "/events", {"service": service, "limit": limit}
+        )
+        return found
+
+    def reload(self) -> dict[str, list[str]]:
+        """Apply the config file's changes; the services started, stopped, restarted,
+        scaled and unchanged."""
+        changes: dict[str, list[str]] = self._call("POST", "/reload")
+        return changes
+
+    def _act(self, path: str, body: dict[str, Any]) -> list[str]:
+        instances: list[str] = self._call("POST", path, body)["instances"]
+        return instances
+
+    # -- command pools --------------------------------------------------------------------
+
+    def pools(self) -> list[dict[str, Any]]:
+        """Every command pool: command, workers, task counts and latency."""
+        found: list[dict[str, Any]] = self._call("GET", "/pools")
+        return found
+
+    def pool_task(
+        self,
+        pool: str,
+        data: Any,
+        *,
+        timeout: float | str | None = None,
+        priority: int | str = "normal",
+    ) -> Any:
+        """Run one task on a ``[pools.NAME]`` command pool; its result (any JSON).
+
+        Raises:
+            TaskFailed, TaskTimeout, WorkerCrashed, DeadlineExpired, ProtocolError: as the
+                pool raised it in the daemon.
+        """
+        body = {"data": data, "timeout": timeout, "priority": priority}
+        reply: dict[str, Any] = self._call("POST", f"/pools/{pool}/tasks", body)
+        if reply["ok"]:
+            return reply["result"]
+        raise _task_error(reply["error"])
+
+
+def _task_error(error: Mapping[str, Any]) -> errors.PoolError:
+    """The exception a pool raised in the daemon, made again from its JSON form."""
+    message = error["message"]
+    kind = error["type"]
+    if kind == "TaskFailed":
+        return errors.TaskFailed(message, error=error.get("error"))
+    if kind == "WorkerCrashed":
+        return errors.WorkerCrashed(
+            message, exit_code=error.get("exit_code"), signal=error.get("signal")
+        )
+    known: dict[str, type[errors.PoolError]] = {
+        "TaskTimeout": errors.TaskTimeout,
+        "DeadlineExpired": errors.DeadlineExpired,
+        "ProtocolError": errors.ProtocolError,
+    }
+    return known.get(kind, errors.PoolError)(message)

@@ -331,6 +331,10 @@ class TaskError(_Reply):
     )
     message: str
     error: Any = Field(default=None, description="The worker's 'error' value (TaskFailed).")
+    exit_code: int | None = Field(default=None, description="The worker's (WorkerCrashed).")
+    signal: str | None = Field(
+        default=None, description="What killed the worker, e.g. 'SIGKILL' (WorkerCrashed)."
+    )
 
 
 class TaskReply(_Reply):

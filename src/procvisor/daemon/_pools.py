@@ -163,7 +163,8 @@ class CommandPools:
             result = await asyncio.wrap_future(future)
         except PoolError as exc:
             error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-            if hasattr(exc, "error"):
-                error["error"] = exc.error
+            for attr in ("error", "exit_code", "signal"):  # TaskFailed's; WorkerCrashed's
+                if hasattr(exc, attr):
+                    error[attr] = getattr(exc, attr)
             return {"ok": False, "error": error}
         return {"ok": True, "result": result}
