@@ -1210,6 +1210,28 @@ async def test_async_pool_map_can_be_iterated_with_async_for() -> None:
         assert [x async for x in pool.map(tasks.square, range(4))] == [0, 1, 4, 9]
 
 
+async def test_async_pool_map_with_a_buffersize_reads_its_input_lazily() -> None:
+    consumed = 0
+
+    def numbers() -> Iterator[int]:
+        nonlocal consumed
+        while True:
+            consumed += 1
+            yield consumed
+
+    async with AsyncPool(workers=2) as pool:
+        results = pool.map(tasks.square, numbers(), buffersize=3)
+        assert consumed == 3
+        taken = []
+        async for x in results:
+            taken.append(x)
+            if len(taken) == 4:
+                break
+        assert taken == [1, 4, 9, 16] and consumed == 7
+        finite = pool.map(tasks.square, range(5), buffersize=2, chunksize=2)
+        assert await finite == [0, 1, 4, 9, 16]
+
+
 async def test_async_pool_map_sends_chunks() -> None:
     async with AsyncPool(workers=2) as pool:
         assert await pool.map(tasks.square, range(7), chunksize=3) == [i * i for i in range(7)]

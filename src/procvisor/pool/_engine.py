@@ -217,6 +217,37 @@ def count(value: int | None, name: str, *, minimum: int) -> int | None:
     return value
 
 
+class MapWindow:
+    """The futures of a ``map``, in order: all submitted at once (as ``Executor.map``), or,
+    with ``buffersize``, only that many ahead of those taken, so the items are read lazily."""
+
+    def __init__(
+        self,
+        submit: Callable[[Any], cf.Future[Any]],
+        items: Iterator[Any],
+        buffersize: int | None,
+    ) -> None:
+        count(buffersize, "buffersize", minimum=1)
+        self._submit = submit
+        first = items if buffersize is None else itertools.islice(items, buffersize)
+        self._futures = deque(map(submit, first))
+        self._rest = None if buffersize is None else items
+
+    def take(self) -> cf.Future[Any] | None:
+        """The next future (and one more item submitted), or None when all were taken."""
+        if not self._futures:
+            return None
+        future = self._futures.popleft()  # not kept here once taken
+        if self._rest is not None:
+            self._futures.extend(map(self._submit, itertools.islice(self._rest, 1)))
+        return future
+
+    def cancel(self) -> None:
+        """Cancel the futures not taken yet (the caller stopped reading the results)."""
+        for future in self._futures:
+            future.cancel()
+
+
 def map_results(
     submit: Callable[[Any], cf.Future[Any]],
     items: Iterator[Any],
@@ -227,23 +258,16 @@ def map_results(
 ) -> Iterator[Any]:
     """The ``map`` of both pools: ``submit`` each item, and yield the results in order.
 
-    As :meth:`concurrent.futures.Executor.map`, every item is submitted now, and ``timeout``
-    counts from now; with ``buffersize``, only that many ahead of the results consumed. The
-    futures still pending are cancelled when the iterator is closed or fails. ``chunked``:
-    each result is a list, yielded item by item.
+    Submitted as :class:`MapWindow` says; ``timeout`` counts from now. The futures still
+    pending are cancelled when the iterator is closed or fails. ``chunked``: each result is
+    a list, yielded item by item.
     """
-    count(buffersize, "buffersize", minimum=1)
+    window = MapWindow(submit, items, buffersize)
     end = None if timeout is None else time.monotonic() + timeout
-    first = items if buffersize is None else itertools.islice(items, buffersize)
-    futures = deque(map(submit, first))
-    rest = None if buffersize is None else items
 
     def results() -> Iterator[Any]:
         try:
-            while futures:
-                future = futures.popleft()  # not kept once its result is yielded
-                if rest is not None:
-                    futures.extend(map(submit, itertools.islice(rest, 1)))
+            while (future := window.take()) is not None:
                 try:
                     result = future.result(None if end is None else end - time.monotonic())
                 except TimeoutError:
@@ -257,8 +281,7 @@ def map_results(
                 else:
                     yield result
         finally:
-            for future in futures:
-                future.cancel()
+            window.cancel()
 
     return results()
 

@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack
 from procvisor.errors import SpawnError
 from procvisor.policy.taskqueue import Priority
 from procvisor.pool import _worker
-from procvisor.pool._engine import Engine, Sizing, Task, TaskOptions, Worker, count, map_results
+from procvisor.pool._engine import (
+    Engine,
+    MapWindow,
+    Sizing,
+    Task,
+    TaskOptions,
+    Worker,
+    count,
+    map_results,
+)
 from procvisor.pool._forkserver import ForkedWorker, ForkServer, fork_pool
 from procvisor.pool._worker import (
     CALL,
@@ -296,14 +305,20 @@ class AsyncPool:
         return await asyncio.wrap_future(self._pool.schedule(fn, *args, **kwargs))
 
     def map(
-        self, fn: Callable[..., Any], *iterables: Iterable[Any], chunksize: int = 1
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        buffersize: int | None = None,
     ) -> _AsyncMap:
         """Submit ``fn`` over the iterables; ``await`` it for a list, or ``async for`` it.
 
-        ``chunksize`` items travel as one task, as with :meth:`Pool.map`.
+        ``chunksize`` and ``buffersize`` as with :meth:`Pool.map`. The results can be taken
+        once, as from an iterator.
         """
         call, args = _map_args(fn, iterables, chunksize)
-        return _AsyncMap([self._pool.submit(call, *a) for a in args], chunked=chunksize > 1)
+        window = MapWindow(lambda a: self._pool.submit(call, *a), args, buffersize)
+        return _AsyncMap(window, chunked=chunksize > 1)
 
     def stats(self) -> PoolStats:
         return self._pool.stats()
@@ -324,22 +339,24 @@ class AsyncPool:
 class _AsyncMap:
     """The results of :meth:`AsyncPool.map`, in order: awaitable as a list, or async-iterable."""
 
-    def __init__(self, futures: list[cf.Future[Any]], *, chunked: bool = False) -> None:
-        self._futures = futures
+    def __init__(self, window: MapWindow, *, chunked: bool = False) -> None:
+        self._window = window
         self._chunked = chunked
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
         return self._all().__await__()
 
     async def _all(self) -> list[Any]:
-        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in self._futures))
-        return list(itertools.chain.from_iterable(results) if self._chunked else results)
+        return [item async for item in self]
 
     async def __aiter__(self) -> AsyncIterator[Any]:
-        for future in self._futures:
-            result = await asyncio.wrap_future(future)
-            if self._chunked:
-                for item in result:
-                    yield item
-            else:
-                yield result
+        try:
+            while (future := self._window.take()) is not None:
+                result = await asyncio.wrap_future(future)
+                if self._chunked:
+                    for item in result:
+                        yield item
+                else:
+                    yield result
+        finally:
+            self._window.cancel()
