@@ -16,7 +16,8 @@ class Usage:
     """
 
     max_rss: int
-    """Peak resident set size, in bytes."""
+    """Peak resident set size, in bytes: never below the spawning process's own peak, which
+    the kernel counts as the child's until its exec (see the README)."""
     user_cpu: float
     """CPU seconds spent in user mode."""
     system_cpu: float
