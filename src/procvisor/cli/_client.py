@@ -126,7 +126,7 @@ class Location:
         Raises:
             InvalidConfig: it is invalid now, one line per problem.
         """
-        from procvisor.daemon.config import ConfigError, load_config  # noqa: PLC0415
+        from procvisor.daemon.config import load_config  # noqa: PLC0415
 
         try:
             return load_config(self.config_path, runtime=False)

@@ -88,7 +88,7 @@ from procvisor.policy.admission import (
 from procvisor.policy.jobqueue import JobQueue
 from procvisor.policy.jobstate import TERMINAL_STATES, JobState, check_transition, retry_delay
 from procvisor.policy.units import format_duration
-from procvisor.process import Process, Result, group_members, reap_orphans, spawn, stop_group
+from procvisor.process import Process, Result, group_pids, reap_orphans, spawn, stop_group
 from procvisor.store import JobChange, NewJob, Store
 
 __all__ = ["Scheduler"]
@@ -1196,7 +1196,8 @@ class Scheduler:
                 stops[rec.id] = rec.pid
         # A run whose group holds only zombies ended while no scheduler ran. Its reaper (a
         # PID 1 that does not reap, as in many containers) has its exit status, not us.
-        ended = {job_id: pid for job_id, pid in stops.items() if not group_members(pid)}
+        live = group_pids() if stops else {}
+        ended = {job_id: pid for job_id, pid in stops.items() if pid not in live}
         for job_id in ended:
             del stops[job_id]
         if stops:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from procvisor.process import group_members, group_pids, start_ticks, stop_group
+from procvisor.process import group_pids, start_ticks, stop_group
 from procvisor.store import InstanceRecord, Store
 from procvisor.supervisor._instance import Instance
 from procvisor.supervisor._observer import NullObserver, Observer
@@ -347,14 +347,16 @@ class Supervisor:
         """
         stopped = []
         waits = []
-        for rec in self._store.instances():
+        records = self._store.instances()
+        live = group_pids() if records else {}  # one read of /proc for all of them
+        for rec in records:
             self._store.forget_instance(rec.service, rec.instance)
             try:
                 if start_ticks(rec.pid) != rec.create_time or os.getpgid(rec.pid) != rec.pid:
                     continue  # gone, or the pid now belongs to another process
             except ProcessLookupError:
                 continue
-            if not group_members(rec.pid):
+            if rec.pid not in live:
                 continue  # only zombies are left: it ended, and its reaper has not reaped it
             spec = self._services.get(rec.service)
             sig = spec.spec.stop_signal if spec else signal.SIGTERM
