@@ -131,6 +131,16 @@ class Client:
         )
         return found
 
+    def schedules(self, *, all: bool = False) -> list[dict[str, Any]]:
+        """Cron schedules (``submit(..., cron=...)``): the active ones, or all."""
+        found: list[dict[str, Any]] = self._call("GET", "/schedules", {"all": all or None})
+        return found
+
+    def cancel_schedule(self, schedule: int) -> bool:
+        """Stop a schedule from submitting jobs; False if it was stopped already."""
+        cancelled: bool = self._call("POST", f"/schedules/{schedule}/cancel")["cancelled"]
+        return cancelled
+
     # -- services -------------------------------------------------------------------------
 
     def status(self, service: str | None = None) -> list[dict[str, Any]]:

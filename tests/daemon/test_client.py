@@ -79,3 +79,16 @@ def test_a_pool_task_returns_its_result_or_raises_the_pools_error(
         client.pool_task("echo", {"sleep": 5}, timeout="200ms")
     with pytest.raises(LookupError, match="no pool named 'nope'"):
         client.pool_task("nope", 1)
+
+
+def test_a_schedule_is_listed_and_stopped(client: procvisor.Client) -> None:
+    job_id = client.submit(["true"], cron="0 3 * * *")
+    [schedule] = client.schedules()
+    assert schedule["id"] == client.get(job_id)["schedule"] and schedule["active"]
+    assert client.cancel_schedule(schedule["id"]) is True
+    assert client.cancel_schedule(schedule["id"]) is False
+    assert client.schedules() == []
+    assert [s["active"] for s in client.schedules(all=True)] == [False]
+    with pytest.raises(LookupError, match="no schedule 99"):
+        client.cancel_schedule(99)
+    client.cancel(job_id)

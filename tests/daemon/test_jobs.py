@@ -118,6 +118,54 @@ def test_submit_wait_list_show_logs_cancel_and_retry(workdir, daemons) -> None:
     assert any(line.split()[:4] == ["bob", "0", "/", "1"] for line in quotas[1:])
 
 
+def test_a_cron_schedule_is_listed_and_stopped_by_its_id(workdir, daemons) -> None:
+    up(workdir, daemons)
+    every_second = ["--cron", "* * * * * */1", "--env", "API_TOKEN=hunter2"]
+    out = cli(workdir, "submit", *every_second, "--", "true")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == (
+        "procvisor: schedule 1 will submit a job per period; "
+        "stop it with: procvisor schedules cancel 1\n"
+    )
+
+    def made() -> int:
+        return len(json.loads(cli(workdir, "jobs", "--json").stdout))
+
+    wait_for(lambda: made() >= 2, timeout=20)  # the first job, then one per second
+    # Cancelling its jobs does not stop a schedule.
+    cli(
+        workdir,
+        "cancel",
+        *(str(j["id"]) for j in json.loads(cli(workdir, "jobs", "--json").stdout)),
+    )
+    [row] = json.loads(cli(workdir, "schedules", "--json").stdout)
+    assert (row["id"], row["cron"], row["active"]) == (1, "* * * * * */1", True)
+    assert row["spec"]["env"] == {"API_TOKEN": "<redacted>"}
+    table = cli(workdir, "schedules").stdout.splitlines()
+    assert table[0].split() == [
+        "ID",
+        "CRON",
+        "NEXT",
+        "RUNS",
+        "SKIPPED",
+        "LAST-JOB",
+        "STATE",
+        "COMMAND",
+    ]
+    stopped = cli(workdir, "schedules", "cancel", "1")
+    assert stopped.stdout == "schedule 1: stopped\n"
+    count = made()
+    time.sleep(2.5)  # two more periods: a live schedule would have submitted again
+    assert made() == count
+    assert cli(workdir, "schedules").stdout == "no schedules\n"
+    assert json.loads(cli(workdir, "schedules", "--all", "--json").stdout)[0]["active"] is False
+    again = cli(workdir, "schedules", "cancel", "1")
+    assert again.stdout == "schedule 1: already stopped\n"
+    missing = cli(workdir, "schedules", "cancel", "7")
+    assert missing.returncode == 1
+    assert missing.stderr == "procvisor: no schedule 7; list them with `procvisor schedules`\n"
+
+
 def test_an_array_submits_one_job_per_index_or_none(workdir, daemons) -> None:
     up(workdir, daemons)
     script = "echo index $PROCVISOR_ARRAY_INDEX"

@@ -35,7 +35,7 @@ from procvisor.cli._client import (
     connect,
     locate,
 )
-from procvisor.cli._run import OneLineCommand, UsageLine, _Duration
+from procvisor.cli._run import OneLineCommand, OneLineGroup, UsageLine, _Duration
 
 __all__ = ["CONTROL_COMMANDS"]
 
@@ -103,6 +103,36 @@ def _show(
         _print_json(items)
     elif text := render(items):
         click.echo(text)
+
+
+_CONFIG_HELP = "Config file of the daemon."
+
+
+def listing_group(
+    name: str, path: str, render: Callable[[Any], str], *, help: str, all_help: str
+) -> click.Group:
+    """A command group that lists what GET ``path`` answers (``--all``: ``all=true`` too)
+    when no subcommand is given; its subcommands get the group's ``-c FILE`` as their obj."""
+
+    @click.group(
+        name,
+        cls=OneLineGroup,
+        invoke_without_command=True,
+        help=help,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    @click.option(
+        "-c", "--config", "config_file", metavar="FILE", help="Config file of the daemon."
+    )
+    @click.option("--all", "show_all", is_flag=True, help=all_help)
+    @_json_option
+    @click.pass_context
+    def group(ctx: click.Context, config_file: str | None, show_all: bool, as_json: bool) -> None:
+        ctx.obj = config_file
+        if ctx.invoked_subcommand is None:
+            _show(config_file, path, {"all": show_all or None}, as_json, render)
+
+    return group
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:

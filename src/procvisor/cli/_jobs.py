@@ -9,6 +9,7 @@ Other exit statuses as the other control commands.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -19,10 +20,17 @@ from typing import Any, NoReturn
 import click
 
 from procvisor.cli._client import CliError, connect
-from procvisor.cli._control import _command, _json_option, _print_json, _show, _table
+from procvisor.cli._control import (
+    _command,
+    _json_option,
+    _print_json,
+    _show,
+    _table,
+    listing_group,
+)
 from procvisor.cli._run import UsageLine, _EnvVar
 
-__all__ = ["JOB_COMMANDS", "format_job", "format_jobs"]
+__all__ = ["JOB_COMMANDS", "format_job", "format_jobs", "format_schedules", "schedules_group"]
 
 _FINAL = {"succeeded", "failed", "expired", "cancelled"}
 
@@ -31,6 +39,10 @@ def _ago(ts: float | None) -> str:
     from procvisor.policy.units import format_duration  # noqa: PLC0415
 
     return "-" if ts is None else format_duration(max(0.0, time.time() - ts)) + " ago"
+
+
+def _local_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(ts))
 
 
 def _exit(job: dict[str, Any]) -> str:
@@ -104,7 +116,7 @@ def _spec_value(key: str, value: Any) -> str:
     if key == "timeout":
         return format_duration(value)
     if key in ("deadline", "not_before"):
-        return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(value))
+        return _local_time(value)
     if key == "backoff":
         return "..".join(format_duration(v) for v in value)
     if key == "env":
@@ -246,6 +258,8 @@ def submit(config_file: str | None, **opts: Any) -> None:
                     _print_json({"ids": ids})
                 else:
                     click.echo("\n".join(map(str, ids)))
+                if opts["cron"]:
+                    _say_schedules(daemon, ids)
                 return
             jobs = [_wait_for(daemon, job_id) for job_id in ids]
         _report_array(jobs, as_json=opts["as_json"])
@@ -256,11 +270,25 @@ def submit(config_file: str | None, **opts: Any) -> None:
                 _print_json({"id": job_id})
             else:
                 click.echo(job_id)
+            if opts["cron"]:
+                _say_schedules(daemon, [job_id])
             return
         job = _follow_until_done(daemon, job_id)
     if opts["as_json"]:
         _print_json(job)
     sys.exit(_exit_status(job))
+
+
+def _say_schedules(daemon: Any, ids: Sequence[int]) -> None:
+    """Tell on stderr how to stop the schedules that made these jobs (cancelling their jobs
+    does not)."""
+    schedules = [str(daemon.get(f"/jobs/{job_id}")["schedule"]) for job_id in ids]
+    which = ("schedule " if len(schedules) == 1 else "schedules ") + ", ".join(schedules)
+    click.echo(
+        f"procvisor: {which} will submit a job per period; stop it with: "
+        f"procvisor schedules cancel {' '.join(schedules)}",
+        err=True,
+    )
 
 
 def _wait_for(daemon: Any, job_id: int) -> dict[str, Any]:
@@ -378,6 +406,54 @@ def cancel(config_file: str | None, as_json: bool, ids: tuple[str, ...]) -> None
         return
     for o in outcomes:
         click.echo(f"job {o['job']}: {'cancelled' if o['cancelled'] else o['message']}")
+
+
+def format_schedules(items: Sequence[dict[str, Any]]) -> str:
+    """Schedules as a table: ID CRON NEXT RUNS SKIPPED LAST-JOB STATE COMMAND."""
+    if not items:
+        return "no schedules"
+    rows = [["ID", "CRON", "NEXT", "RUNS", "SKIPPED", "LAST-JOB", "STATE", "COMMAND"]]
+    rows += [
+        [
+            str(s["id"]),
+            s["cron"],
+            _local_time(s["next_fire"]) if s["active"] and s["next_fire"] else "-",
+            str(s["runs"]),
+            str(s["skipped"]),
+            "-" if s["last_job"] is None else str(s["last_job"]),
+            "active" if s["active"] else "stopped",
+            shlex.join(s["spec"]["command"]),
+        ]
+        for s in items
+    ]
+    return _table(rows)
+
+
+schedules_group = listing_group(
+    "schedules",
+    "/schedules",
+    format_schedules,
+    help="Show the cron schedules of submit --cron; 'schedules cancel ID' stops one.",
+    all_help="Stopped schedules too.",
+)
+
+
+@_command("cancel")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_obj
+def cancel_schedules(
+    parent_config: str | None, config_file: str | None, ids: tuple[str, ...]
+) -> None:
+    """Stop schedules from creating jobs; the jobs they made are left alone (cancel those
+    by their ids)."""
+    with connect(config_file or parent_config) as daemon:
+        for schedule in _ids(ids, "ID"):
+            result = daemon.post(f"/schedules/{schedule}/cancel")
+            state = "stopped" if result["cancelled"] else "already stopped"
+            click.echo(f"schedule {schedule}: {state}")
+
+
+schedules_group.add_command(cancel_schedules)
 
 
 @_command("retry")

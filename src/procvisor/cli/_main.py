@@ -6,7 +6,7 @@ import click
 
 from procvisor.cli._config import check_config
 from procvisor.cli._control import CONTROL_COMMANDS
-from procvisor.cli._jobs import JOB_COMMANDS
+from procvisor.cli._jobs import JOB_COMMANDS, schedules_group
 from procvisor.cli._monitor import MONITOR_COMMANDS, alerts_group
 from procvisor.cli._pools import POOL_COMMANDS
 from procvisor.cli._run import OneLineGroup, run_command
@@ -38,3 +38,4 @@ for _command in JOB_COMMANDS:
 for _command in MONITOR_COMMANDS:
     main.add_command(_command)
 main.add_command(alerts_group)
+main.add_command(schedules_group)

@@ -12,8 +12,15 @@ from typing import Any
 import click
 
 from procvisor.cli._client import connect
-from procvisor.cli._control import _command, _json_option, _print_json, _show, _table
-from procvisor.cli._run import OneLineGroup, _Duration
+from procvisor.cli._control import (
+    _command,
+    _json_option,
+    _print_json,
+    _show,
+    _table,
+    listing_group,
+)
+from procvisor.cli._run import _Duration
 
 __all__ = ["MONITOR_COMMANDS", "alerts_group", "format_alerts", "format_top"]
 
@@ -226,23 +233,13 @@ def format_alerts(items: Sequence[dict[str, Any]]) -> str:
     return _table(rows)
 
 
-@click.group(
+alerts_group = listing_group(
     "alerts",
-    cls=OneLineGroup,
-    invoke_without_command=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    "/alerts",
+    format_alerts,
+    help="Show pending and firing alerts (--all: resolved ones too); 'alerts ack ID' acknowledges.",
+    all_help="Resolved alerts too.",
 )
-@click.option("-c", "--config", "config_file", metavar="FILE", help="Config file of the daemon.")
-@click.option("--all", "show_all", is_flag=True, help="Resolved alerts too.")
-@_json_option
-@click.pass_context
-def alerts_group(
-    ctx: click.Context, config_file: str | None, show_all: bool, as_json: bool
-) -> None:
-    """Show pending and firing alerts (--all: resolved ones too); 'alerts ack ID' acknowledges."""
-    ctx.obj = config_file
-    if ctx.invoked_subcommand is None:
-        _show(config_file, "/alerts", {"all": show_all or None}, as_json, format_alerts)
 
 
 @_command("ack")

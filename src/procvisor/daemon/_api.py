@@ -165,6 +165,14 @@ class Control(Protocol):
         """The queue at a glance: by priority and tenant, running, utilization, oldest wait."""
         ...
 
+    def schedules(self, all: bool) -> list[dict[str, Any]]:
+        """Cron schedules by id: the active ones, or (``all``) stopped ones too."""
+        ...
+
+    def cancel_schedule(self, schedule: int) -> dict[str, Any]:
+        """Stop a schedule from creating jobs; LookupError if there is none."""
+        ...
+
     def quotas(self) -> list[dict[str, Any]]:
         """Each tenant's use against its quota."""
         ...
@@ -621,6 +629,18 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
     async def cancel(body: CancelRequest) -> list[dict[str, Any]]:
         """Cancel jobs; a running job's whole process group is stopped first."""
         return await control.cancel(body.ids)
+
+    @app.get("/schedules", tags=["jobs"])
+    async def schedules(
+        all: Annotated[bool, Query(description="Stopped schedules too.")] = False,
+    ) -> list[dict[str, Any]]:
+        """Cron schedules (``submit --cron``): cron, next fire, runs, skips, last job, spec."""
+        return control.schedules(all)
+
+    @app.post("/schedules/{schedule_id}/cancel", tags=["jobs"])
+    async def cancel_schedule(schedule_id: int) -> dict[str, Any]:
+        """Stop a schedule from creating jobs; its queued or running jobs are left alone."""
+        return control.cancel_schedule(schedule_id)
 
     @app.post("/jobs/{job_id}/retry", tags=["jobs"])
     async def retry(job_id: int) -> dict[str, Any]:

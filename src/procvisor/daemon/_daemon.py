@@ -512,6 +512,12 @@ class Control:
     def queue(self) -> dict[str, Any]:
         return self._jobs.summary().to_dict()
 
+    def schedules(self, all: bool) -> list[dict[str, Any]]:
+        return [_redacted(s.to_dict()) for s in self._jobs.schedules(active=None if all else True)]
+
+    def cancel_schedule(self, schedule: int) -> dict[str, Any]:
+        return {"schedule": schedule, "cancelled": self._jobs.cancel_schedule(schedule)}
+
     def quotas(self) -> list[dict[str, Any]]:
         return [q.to_dict() for q in self._jobs.quota_usage()]
 
@@ -685,7 +691,11 @@ def _detach(config_path: Path, config: Config, state: Path) -> int:
 
 def _shown(job: Job) -> dict[str, Any]:
     """A job as the API shows it: secret-looking environment values redacted."""
-    view = job.to_dict()
+    return _redacted(job.to_dict())
+
+
+def _redacted(view: dict[str, Any]) -> dict[str, Any]:
+    """A job's or schedule's view with the secret-looking values of its spec's env hidden."""
     if "env" in view["spec"]:
         view["spec"]["env"] = redact_env(view["spec"]["env"])
     return view

@@ -26,7 +26,7 @@ class JobNotFound(LookupError):
     def __init__(self, job: int, what: str = "job") -> None:
         self.job = job
         self.what = what
-        super().__init__(f"no {what} {job}; list them with `procvisor jobs`")
+        super().__init__(f"no {what} {job}; list them with `procvisor {what}s`")
 
     def __str__(self) -> str:
         return str(self.args[0])

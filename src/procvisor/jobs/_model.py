@@ -278,6 +278,20 @@ class Schedule:
     skipped: int
     active: bool
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; the spec as :meth:`JobSpec.to_dict` gives it."""
+        return {
+            "id": self.id,
+            "cron": self.cron,
+            "overlap": self.overlap,
+            "spec": self.spec.to_dict(),
+            "next_fire": self.next_fire,
+            "last_job": self.last_job,
+            "runs": self.runs,
+            "skipped": self.skipped,
+            "active": self.active,
+        }
+
     @classmethod
     def _from_record(cls, rec: ScheduleRecord) -> Schedule:
         return cls(
