@@ -88,18 +88,33 @@ class Client:
         except CliError as exc:
             raise _python_error(exc) from None
 
-    def submit(self, command: str | Sequence[str], **spec: Any) -> int:
+    def submit(self, command: str | Sequence[str], *, hold: bool = False, **spec: Any) -> int:
         """Submit one job; its id. ``spec``: name, priority, tenant, requests, timeout,
         retries, backoff, deadline, not_before, cron, overlap, depends_on, env, cwd,
-        preemptible (as ``procvisor submit``'s options)."""
+        preemptible (as ``procvisor submit``'s options); ``hold`` as in :meth:`submit_many`."""
         cmd = command if isinstance(command, str) else list(command)
-        (job_id,) = self.submit_many([{"command": cmd, **spec}])
+        (job_id,) = self.submit_many([{"command": cmd, **spec}], hold=hold)
         return job_id
 
-    def submit_many(self, specs: Iterable[Mapping[str, Any]]) -> list[int]:
-        """Submit many jobs in one transaction (all or none); their ids, in order."""
-        ids: list[int] = self._call("POST", "/jobs", {"jobs": [dict(s) for s in specs]})["ids"]
+    def submit_many(self, specs: Iterable[Mapping[str, Any]], *, hold: bool = False) -> list[int]:
+        """Submit many jobs in one transaction (all or none); their ids, in order.
+
+        ``hold``: none of them starts until :meth:`release`.
+        """
+        body = {"jobs": [dict(s) for s in specs], "hold": hold}
+        ids: list[int] = self._call("POST", "/jobs", body)["ids"]
         return ids
+
+    def hold(self, *job_ids: int) -> list[dict[str, Any]]:
+        """Keep queued or retrying jobs from starting until :meth:`release`; what happened
+        to each (``changed`` False: it was not queued, or held already)."""
+        outcomes: list[dict[str, Any]] = self._call("POST", "/jobs/hold", {"ids": list(job_ids)})
+        return outcomes
+
+    def release(self, *job_ids: int) -> list[dict[str, Any]]:
+        """Let held jobs start again; what happened to each."""
+        outcomes: list[dict[str, Any]] = self._call("POST", "/jobs/release", {"ids": list(job_ids)})
+        return outcomes
 
     def get(self, job_id: int) -> dict[str, Any]:
         """The job, with its state history."""

@@ -22,7 +22,8 @@ def test_queue_pairs_each_resource_in_use_with_its_capacity() -> None:
         }
     )
     assert text.splitlines() == [
-        "queued 1 (delayed 0, waiting on dependencies 0, retrying 0); running 2 (suspended 1)",
+        "queued 1 (delayed 0, waiting on dependencies 0, held 0, retrying 0); running 2 "
+        "(suspended 1)",
         "by priority: critical 1",
         "by tenant: default 1",
         "in use: cpu 1.5 of 2, memory 512M of 1G, max_running 2 of 2, gpu 1",

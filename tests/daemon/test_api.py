@@ -565,6 +565,8 @@ async def test_openapi_lists_every_route_and_the_error_shape(client: httpx.Async
         "/jobs/{job_id}",
         "/jobs/{job_id}/wait",
         "/jobs/cancel",
+        "/jobs/hold",
+        "/jobs/release",
         "/jobs/{job_id}/retry",
         "/schedules",
         "/schedules/{schedule_id}/cancel",

@@ -92,3 +92,11 @@ def test_a_schedule_is_listed_and_stopped(client: procvisor.Client) -> None:
     with pytest.raises(LookupError, match="no schedule 99"):
         client.cancel_schedule(99)
     client.cancel(job_id)
+
+
+def test_a_job_is_held_and_released(client: procvisor.Client) -> None:
+    job_id = client.submit(["true"], hold=True)
+    assert client.get(job_id)["held"] is True
+    assert client.hold(job_id)[0]["message"] == "already held"
+    assert client.release(job_id)[0]["changed"] is True
+    assert client.wait(job_id, timeout=20)["state"] == "succeeded"

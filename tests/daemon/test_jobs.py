@@ -118,6 +118,23 @@ def test_submit_wait_list_show_logs_cancel_and_retry(workdir, daemons) -> None:
     assert any(line.split()[:4] == ["bob", "0", "/", "1"] for line in quotas[1:])
 
 
+def test_hold_and_release_through_the_cli(workdir, daemons) -> None:
+    up(workdir, daemons)
+    held = cli(workdir, "submit", "--hold", "--", "true").stdout.strip()
+    rows = cli(workdir, "jobs").stdout.splitlines()
+    assert rows[1].split()[:3] == [held, "true", "held"]
+    assert "held 1" in cli(workdir, "queue").stdout.splitlines()[0]
+    assert cli(workdir, "job", held).stdout.startswith(f"job {held} (true): queued (held): ")
+    released = cli(workdir, "release", held)
+    assert released.stdout == f"job {held}: released by user\n"
+    wait_for(lambda: json.loads(cli(workdir, "job", held, "--json").stdout)["state"] == "succeeded")
+    again = cli(workdir, "hold", held)
+    assert again.returncode == 1
+    assert again.stdout == f"job {held}: succeeded; only a queued or retrying job can be held\n"
+    wait = cli(workdir, "submit", "--hold", "--wait", "--", "true")
+    assert wait.returncode == 2 and "release it first" in wait.stderr
+
+
 def test_a_cron_schedule_is_listed_and_stopped_by_its_id(workdir, daemons) -> None:
     up(workdir, daemons)
     every_second = ["--cron", "* * * * * */1", "--env", "API_TOKEN=hunter2"]

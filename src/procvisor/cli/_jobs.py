@@ -60,7 +60,7 @@ def format_jobs(items: Sequence[dict[str, Any]]) -> str:
         [
             str(j["id"]),
             j["name"],
-            j["state"],
+            "held" if j.get("held") and j["state"] == "queued" else j["state"],
             j["tenant"],
             j["priority"],
             str(j["runs"]),
@@ -78,7 +78,8 @@ def format_job(job: dict[str, Any]) -> str:
 
     spec = job.get("spec", {})
     lines = [
-        f"job {job['id']} ({job['name']}): {job['state']}: {job['reason']}",
+        f"job {job['id']} ({job['name']}): {job['state']}{' (held)' if job.get('held') else ''}: "
+        f"{job['reason']}",
         f"command: {' '.join(spec.get('command', []))}",
         f"tenant {job['tenant']}, priority {job['priority']}, runs {job['runs']}, "
         f"failures {job['failures']}, exit {_exit(job)}",
@@ -202,6 +203,7 @@ def _array_specs(spec: dict[str, Any], indexes: list[int]) -> list[dict[str, Any
 @click.option("--env", multiple=True, type=_EnvVar(), help="KEY=VALUE for the job's environment.")
 @click.option("--cwd", help="Directory to run in.")
 @click.option("--preemptible", is_flag=True, help="A waiting higher-priority job may preempt it.")
+@click.option("--hold", is_flag=True, help="Hold it: it does not start until procvisor release.")
 @click.option(
     "--array",
     metavar="INDEXES",
@@ -219,6 +221,9 @@ def submit(config_file: str | None, **opts: Any) -> None:
     Example: procvisor submit --priority high --timeout 10m --retries 2 -- make test
     """
     indexes = array_indexes(opts["array"]) if opts["array"] else None
+    hold = opts["hold"]
+    if hold and opts["wait"]:
+        raise UsageLine("--wait would wait forever for a held job; release it first")
     spec: dict[str, Any] = {"command": list(opts["command"]), "tenant": opts["tenant"]}
     spec["priority"] = opts["priority"]
     requests = []
@@ -252,7 +257,7 @@ def submit(config_file: str | None, **opts: Any) -> None:
         spec["preemptible"] = True
     if indexes is not None:
         with connect(config_file) as daemon:
-            ids = daemon.post("/jobs", {"jobs": _array_specs(spec, indexes)})["ids"]
+            ids = daemon.post("/jobs", {"jobs": _array_specs(spec, indexes), "hold": hold})["ids"]
             if not opts["wait"]:
                 if opts["as_json"]:
                     _print_json({"ids": ids})
@@ -264,7 +269,7 @@ def submit(config_file: str | None, **opts: Any) -> None:
             jobs = [_wait_for(daemon, job_id) for job_id in ids]
         _report_array(jobs, as_json=opts["as_json"])
     with connect(config_file) as daemon:
-        (job_id,) = daemon.post("/jobs", {"jobs": [spec]})["ids"]
+        (job_id,) = daemon.post("/jobs", {"jobs": [spec], "hold": hold})["ids"]
         if not opts["wait"]:
             if opts["as_json"]:
                 _print_json({"id": job_id})
@@ -456,6 +461,34 @@ def cancel_schedules(
 schedules_group.add_command(cancel_schedules)
 
 
+def _hold(config_file: str | None, as_json: bool, ids: tuple[str, ...], path: str) -> None:
+    with connect(config_file) as daemon:
+        outcomes = daemon.post(path, {"ids": _ids(ids, "ID")})
+    if as_json:
+        _print_json(outcomes)
+        return
+    for o in outcomes:
+        click.echo(f"job {o['job']}: {o['message']}")
+    if not all(o["changed"] for o in outcomes):
+        sys.exit(1)
+
+
+@_command("hold")
+@_json_option
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+def hold(config_file: str | None, as_json: bool, ids: tuple[str, ...]) -> None:
+    """Keep queued or retrying jobs from starting until 'procvisor release'."""
+    _hold(config_file, as_json, ids, "/jobs/hold")
+
+
+@_command("release")
+@_json_option
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+def release(config_file: str | None, as_json: bool, ids: tuple[str, ...]) -> None:
+    """Let held jobs start again (they keep their place in line)."""
+    _hold(config_file, as_json, ids, "/jobs/release")
+
+
 @_command("retry")
 @click.argument("job_id", type=int, metavar="ID")
 def retry(config_file: str | None, job_id: int) -> None:
@@ -485,8 +518,8 @@ def format_queue(q: dict[str, Any]) -> str:
     )
     lines = [
         f"queued {q['queued']} (delayed {q['delayed']}, waiting on dependencies "
-        f"{q['waiting_on_dependencies']}, retrying {q['retrying']}); running {q['running']}"
-        f" (suspended {q['suspended']})",
+        f"{q['waiting_on_dependencies']}, held {q.get('held', 0)}, retrying {q['retrying']});"
+        f" running {q['running']} (suspended {q['suspended']})",
         "by priority: " + (amounts(q["by_priority"]) or "-"),
         "by tenant: " + (amounts(q["by_tenant"]) or "-"),
         f"in use: {use or '-'}",
@@ -539,5 +572,15 @@ def quotas(config_file: str | None, as_json: bool) -> None:
     _show(config_file, "/quotas", {}, as_json, format_quotas)
 
 
-JOB_COMMANDS: list[click.Command] = [submit, jobs, job, cancel, retry, queue, quotas]
+JOB_COMMANDS: list[click.Command] = [
+    submit,
+    jobs,
+    job,
+    cancel,
+    hold,
+    release,
+    retry,
+    queue,
+    quotas,
+]
 """The commands to add to the ``procvisor`` group."""

@@ -137,8 +137,12 @@ class Control(Protocol):
         """A diagnostic snapshot of one instance."""
         ...
 
-    def submit(self, specs: list[dict[str, Any]]) -> list[int]:
+    def submit(self, specs: list[dict[str, Any]], hold: bool) -> list[int]:
         """Store jobs (one transaction); their ids. ValueError names a bad spec's field."""
+        ...
+
+    def hold(self, ids: list[int], held: bool) -> list[dict[str, Any]]:
+        """Hold queued jobs (or release held ones); what happened to each."""
         ...
 
     def jobs(self, state: str | None, tenant: str | None, limit: int) -> list[dict[str, Any]]:
@@ -389,10 +393,11 @@ class SubmitRequest(_Request):
             "cron, overlap, depends_on, env, cwd, preemptible."
         ),
     )
+    hold: bool = Field(default=False, description="Submit them held: none starts until released.")
 
 
 class CancelRequest(_Request):
-    """Jobs to cancel."""
+    """Jobs to cancel, hold or release."""
 
     ids: list[int] = Field(min_length=1)
 
@@ -601,7 +606,7 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
     @app.post("/jobs", tags=["jobs"])
     async def submit(body: SubmitRequest) -> dict[str, Any]:
         """Submit jobs; ``{"ids": [...]}``. A bad spec is a 400 naming its field."""
-        return {"ids": control.submit(body.jobs)}
+        return {"ids": control.submit(body.jobs, body.hold)}
 
     @app.get("/jobs", tags=["jobs"])
     async def list_jobs(
@@ -629,6 +634,16 @@ def create_app(control: Control, *, token: str | None = None) -> FastAPI:
     async def cancel(body: CancelRequest) -> list[dict[str, Any]]:
         """Cancel jobs; a running job's whole process group is stopped first."""
         return await control.cancel(body.ids)
+
+    @app.post("/jobs/hold", tags=["jobs"])
+    async def hold(body: CancelRequest) -> list[dict[str, Any]]:
+        """Keep queued or retrying jobs from starting until released."""
+        return control.hold(body.ids, True)
+
+    @app.post("/jobs/release", tags=["jobs"])
+    async def release(body: CancelRequest) -> list[dict[str, Any]]:
+        """Let held jobs start."""
+        return control.hold(body.ids, False)
 
     @app.get("/schedules", tags=["jobs"])
     async def schedules(

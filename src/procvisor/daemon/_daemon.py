@@ -484,8 +484,15 @@ class Control:
             raise LookupError("the job scheduler has not started yet; try again in a moment")
         return self._d.jobs
 
-    def submit(self, specs: list[dict[str, Any]]) -> list[int]:
-        return self._jobs.submit_many(specs)
+    def submit(self, specs: list[dict[str, Any]], hold: bool) -> list[int]:
+        return self._jobs.submit_many(specs, held=hold)
+
+    def hold(self, ids: list[int], held: bool) -> list[dict[str, Any]]:
+        outcomes = self._jobs.hold(ids) if held else self._jobs.release(ids)
+        return [
+            {"job": o.job, "changed": o.changed, "state": o.state.value, "message": o.message}
+            for o in outcomes
+        ]
 
     def jobs(self, state: str | None, tenant: str | None, limit: int) -> list[dict[str, Any]]:
         return [_shown(j) for j in self._jobs.jobs(state=state, tenant=tenant, limit=limit)]

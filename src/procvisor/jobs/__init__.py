@@ -23,6 +23,7 @@ from procvisor.jobs._errors import JobNotFound, JobStateError
 from procvisor.jobs._events import JobEvents
 from procvisor.jobs._model import (
     CancelOutcome,
+    HoldOutcome,
     Job,
     JobEvent,
     QueueSummary,
@@ -37,6 +38,7 @@ from procvisor.policy.jobstate import JobState
 __all__ = [
     "OVERLAP_POLICIES",
     "CancelOutcome",
+    "HoldOutcome",
     "Job",
     "JobEvent",
     "JobEvents",

@@ -72,6 +72,7 @@ class ActiveJob:
         "exit_code",
         "failures",
         "handle",
+        "held",
         "id",
         "not_before",
         "pid",
@@ -121,6 +122,7 @@ class ActiveJob:
         self.time_left: float | None = None
         self.suspended = False
         self.waiting_on: set[int] = set()
+        self.held = False  # kept out of the queue until released
 
     @classmethod
     def from_record(cls, rec: JobRecord) -> ActiveJob:
@@ -141,6 +143,7 @@ class ActiveJob:
         job.cpu_seconds = rec.cpu_seconds
         job.duration = rec.duration
         job.stop_reason = rec.stop_reason
+        job.held = rec.held
         return job
 
     def __repr__(self) -> str:
@@ -165,6 +168,7 @@ class ActiveJob:
             self.cpu_seconds,
             self.duration,
             self.stop_reason,
+            self.held,
         )
 
 

@@ -14,6 +14,7 @@ from procvisor.store import JobEventRecord, JobRecord, ScheduleRecord
 
 __all__ = [
     "CancelOutcome",
+    "HoldOutcome",
     "Job",
     "JobEvent",
     "QueueSummary",
@@ -65,6 +66,7 @@ class Job:
         submitted, not_before, deadline: wall-clock times (``deadline`` is the latest
             start; ``not_before`` is when it is due, for a delayed job or a retry).
         schedule: the cron schedule that created it, or None.
+        held: a queued job held by a user: it does not start until released.
         runs: how many times it was started; ``failures``: how many of those failed (a run
             preempted or cut short by a daemon crash, then queued again, is not a failure).
         pid, started, ended, exit_code, signal, duration: its current or last run
@@ -92,6 +94,7 @@ class Job:
     signal: str | None
     duration: float | None
     cpu_seconds: float
+    held: bool = False
     history: tuple[JobEvent, ...] = ()
 
     @property
@@ -131,6 +134,7 @@ class Job:
             signal=rec.signal,
             duration=rec.duration,
             cpu_seconds=rec.cpu_seconds,
+            held=rec.held,
             history=events,
         )
 
@@ -148,6 +152,7 @@ class Job:
             "not_before": self.not_before,
             "deadline": self.deadline,
             "schedule": self.schedule,
+            "held": self.held,
             "runs": self.runs,
             "failures": self.failures,
             "pid": self.pid,
@@ -175,6 +180,20 @@ class CancelOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldOutcome:
+    """What :meth:`Scheduler.hold` or :meth:`~Scheduler.release` did to one job.
+
+    ``changed`` is False when the job was not in a state to be held (``state`` and
+    ``message`` say why), or already was as asked.
+    """
+
+    job: int
+    changed: bool
+    state: JobState
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class QueueSummary:
     """The queue at a glance (``procvisor queue``).
 
@@ -183,6 +202,7 @@ class QueueSummary:
         by_priority, by_tenant: ``queued`` split by priority name and by tenant.
         delayed: queued jobs not due yet (``not_before`` later than now).
         waiting_on_dependencies: queued jobs whose dependencies have not all succeeded.
+        held: queued jobs held by a user (``procvisor hold``) until released.
         retrying: jobs waiting out a retry delay.
         running: jobs running (suspended ones included); ``suspended``: those stopped by
             preemption.
@@ -198,6 +218,7 @@ class QueueSummary:
     by_tenant: Mapping[str, int]
     delayed: int
     waiting_on_dependencies: int
+    held: int
     retrying: int
     running: int
     suspended: int
@@ -213,6 +234,7 @@ class QueueSummary:
             "by_tenant": dict(self.by_tenant),
             "delayed": self.delayed,
             "waiting_on_dependencies": self.waiting_on_dependencies,
+            "held": self.held,
             "retrying": self.retrying,
             "running": self.running,
             "suspended": self.suspended,

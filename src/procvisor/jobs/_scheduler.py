@@ -68,6 +68,7 @@ from procvisor.jobs._events import JobEvents
 from procvisor.jobs._logs import JobLog, log_files
 from procvisor.jobs._model import (
     CancelOutcome,
+    HoldOutcome,
     Job,
     JobEvent,
     QueueSummary,
@@ -142,6 +143,7 @@ class Scheduler:
         self._procs: dict[int, ActiveJob] = {}  # jobs with a live process group
         self._holders: dict[int, RunningJob[int]] = {}  # what each admitted job holds
         self._blocked: dict[int, ActiveJob] = {}  # queued, waiting on dependencies
+        self._held: dict[int, ActiveJob] = {}  # queued, held by a user (dependencies met)
         self._dependents: dict[int, set[int]] = {}
         self._preempting: set[int] = set()
         self._schedules: dict[int, CronSchedule] = {}
@@ -289,8 +291,13 @@ class Scheduler:
         """Store a job and queue it; return its id. See :meth:`submit_many`."""
         return self.submit_many([spec])[0]
 
-    def submit_many(self, specs: Iterable[JobSpec | Mapping[str, Any]]) -> list[int]:
+    def submit_many(
+        self, specs: Iterable[JobSpec | Mapping[str, Any]], *, held: bool = False
+    ) -> list[int]:
         """Store jobs in one transaction and queue them; return their ids in order.
+
+        ``held``: they wait, queued, until :meth:`release` (as if :meth:`hold` had been
+        called at once, with no moment in which they could start).
 
         A spec with ``cron`` stores a schedule and its first job (queued for the first fire
         time); the id returned is that job's, and :attr:`Job.schedule` names the schedule.
@@ -321,7 +328,7 @@ class Scheduler:
         now = time.monotonic()
         plain = [(i, s) for i, s in enumerate(parsed) if s.cron is None]
         ids: list[int] = [0] * len(parsed)
-        rows = [self._row(s, wall) for _, s in plain]
+        rows = [self._row(s, wall, held=held) for _, s in plain]
         for (i, _), job_id in zip(plain, self._store.add_jobs(rows, ts=wall), strict=True):
             ids[i] = job_id
         created: list[tuple[int, JobSpec, int | None]] = [(ids[i], s, None) for i, s in plain]
@@ -329,7 +336,7 @@ class Scheduler:
             if spec.cron is not None:
                 first = next_fire(spec.cron, wall)
                 second = next_fire(spec.cron, first)
-                row = self._row(replace(spec, cron=None, not_before=first), wall)
+                row = self._row(replace(spec, cron=None, not_before=first), wall, held=held)
                 sid, job_id = self._store.add_schedule(
                     spec.cron, spec.overlap, spec.to_dict(), second, row
                 )
@@ -340,6 +347,7 @@ class Scheduler:
         for job_id, spec, schedule in created:
             job = ActiveJob(job_id, spec, wall)
             job.schedule = schedule
+            job.held = held
             self._jobs[job_id] = job
             if self._subscribers:
                 self._events.append(JobEvent(job_id, wall, None, S.QUEUED, "submitted"))
@@ -391,7 +399,9 @@ class Scheduler:
         self._wake.set()
         return new_id
 
-    def _row(self, spec: JobSpec, wall: float, reason: str = "submitted") -> NewJob:
+    def _row(
+        self, spec: JobSpec, wall: float, reason: str = "submitted", *, held: bool = False
+    ) -> NewJob:
         return NewJob(
             spec.name,
             spec.tenant,
@@ -403,6 +413,7 @@ class Scheduler:
             None,
             S.QUEUED.value,
             reason,
+            held,
         )
 
     def _check_spec(self, spec: JobSpec) -> None:
@@ -425,6 +436,65 @@ class Scheduler:
                         f"retry job {dep} first and depend on the new one"
                     )
 
+    # -- holding -----------------------------------------------------------------------------
+
+    def hold(self, ids: Iterable[int]) -> list[HoldOutcome]:
+        """Keep queued (or retrying) jobs from starting until :meth:`release`; they keep their
+        place in their tenant's line, their deadline and their dependencies.
+
+        Raises:
+            JobNotFound: an id names no job (nothing is held then).
+            RuntimeError: the scheduler is not running.
+        """
+        return self._set_held(ids, True)
+
+    def _known(self, ids: Iterable[int]) -> tuple[list[int], dict[int, str]]:
+        """``ids`` once each, and the stored states of those no longer active.
+
+        Raises:
+            JobNotFound: an id names no job.
+            RuntimeError: the scheduler is not running.
+        """
+        self._check_running()
+        wanted = list(dict.fromkeys(ids))
+        stored = self._store.job_states([i for i in wanted if i not in self._jobs])
+        for job_id in wanted:
+            if job_id not in self._jobs and job_id not in stored:
+                raise JobNotFound(job_id)
+        return wanted, stored
+
+    def release(self, ids: Iterable[int]) -> list[HoldOutcome]:
+        """Let held jobs start again. Raises as :meth:`hold`."""
+        return self._set_held(ids, False)
+
+    def _set_held(self, ids: Iterable[int], held: bool) -> list[HoldOutcome]:
+        wanted, stored = self._known(ids)
+        wall = time.time()
+        now = time.monotonic()
+        out = []
+        for job_id in wanted:
+            job = self._jobs.get(job_id)
+            state = job.state if job is not None else JobState(stored[job_id])
+            if job is None or state not in (S.QUEUED, S.RETRYING):
+                why = "only a queued or retrying job can be held"
+                out.append(HoldOutcome(job_id, False, state, f"{state.value}; {why}"))
+                continue
+            if job.held == held:
+                already = "already held" if held else "not held"
+                out.append(HoldOutcome(job_id, False, state, already))
+                continue
+            waiting = job.handle is not None or job.id in self._held
+            if waiting:
+                self._dequeue(job)
+            job.held = held
+            self._note(job, "held by user" if held else "released by user", wall)
+            if waiting:
+                self._enqueue(job, now, wall, since=on_monotonic(job.submitted, now, wall))
+            out.append(HoldOutcome(job_id, True, state, job.reason))
+        self._commit()
+        self._wake.set()
+        return out
+
     # -- cancelling --------------------------------------------------------------------------
 
     async def cancel(
@@ -441,12 +511,7 @@ class Scheduler:
             JobNotFound: an id names no job (nothing is cancelled then).
             RuntimeError: the scheduler is not running.
         """
-        self._check_running()
-        wanted = list(dict.fromkeys(ids))
-        stored = self._store.job_states([i for i in wanted if i not in self._jobs])
-        for job_id in wanted:
-            if job_id not in self._jobs and job_id not in stored:
-                raise JobNotFound(job_id)
+        wanted, stored = self._known(ids)
         waits = []
         for job_id in wanted:
             if job_id in self._jobs:
@@ -608,6 +673,7 @@ class Scheduler:
             by_tenant=by_tenant,
             delayed=delayed,
             waiting_on_dependencies=len(self._blocked),
+            held=sum(1 for j in self._jobs.values() if j.held and j.state is S.QUEUED),
             retrying=retrying,
             running=len(self._procs),
             suspended=sum(1 for j in self._procs.values() if j.suspended),
@@ -620,7 +686,7 @@ class Scheduler:
         """Each tenant's use against its quota: tenants with a quota, or with jobs, by name."""
         now = time.monotonic()
         queued = {t: n for t, n in self._queue.counts().items()}
-        for job in self._blocked.values():
+        for job in (*self._blocked.values(), *self._held.values()):
             queued[job.spec.tenant] = queued.get(job.spec.tenant, 0) + 1
         held: dict[str, list[RunningJob[int]]] = {}
         for holder in self._holders.values():
@@ -943,6 +1009,11 @@ class Scheduler:
             if job.deadline is not None:
                 self._push_timer(on_monotonic(job.deadline, now, wall), "deadline", job.id)
             return
+        if job.held:
+            self._held[job.id] = job
+            if job.deadline is not None:
+                self._push_timer(on_monotonic(job.deadline, now, wall), "deadline", job.id)
+            return
         spec = job.spec
         job.handle = self._queue.push(
             job,
@@ -959,6 +1030,7 @@ class Scheduler:
         if job.handle is not None:
             self._queue.remove(job.handle)
             job.handle = None
+        self._held.pop(job.id, None)
         if self._blocked.pop(job.id, None) is not None:
             for dep in job.waiting_on:
                 waiting = self._dependents.get(dep)
@@ -1027,16 +1099,17 @@ class Scheduler:
                 self._enqueue(job, now, wall)
             elif (
                 kind == "deadline"
-                and job.id in self._blocked
+                and (job.id in self._blocked or job.id in self._held)
                 and job.state is S.QUEUED
                 and job.deadline is not None
                 and job.deadline <= wall + 0.001
             ):
+                if job.id in self._held:
+                    why = "held"
+                else:
+                    why = "waiting on " + ", ".join(str(d) for d in sorted(job.waiting_on))
                 self._dequeue(job)
-                waiting = ", ".join(str(d) for d in sorted(job.waiting_on))
-                self._transition(
-                    job, S.EXPIRED, f"not started by its deadline (waiting on {waiting})", wall
-                )
+                self._transition(job, S.EXPIRED, f"not started by its deadline ({why})", wall)
                 self._cascade(job, wall)
 
     def _fire_schedule(self, sid: int, now: float, wall: float) -> None:

@@ -26,6 +26,7 @@ from procvisor.store._errors import StoreError
 from procvisor.store._sql import Select, immediate
 
 __all__ = [
+    "JOB_HOLDS",
     "JOB_TABLES",
     "JobChange",
     "JobEventRecord",
@@ -91,6 +92,9 @@ JOB_TABLES: tuple[str, ...] = (
     )""",
 )
 
+# A later migration: a queued job may be held (`procvisor hold`) until released.
+JOB_HOLDS: tuple[str, ...] = ("ALTER TABLE jobs ADD COLUMN held INTEGER NOT NULL DEFAULT 0",)
+
 _TERMINAL = ("succeeded", "failed", "expired", "cancelled")
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -108,11 +112,12 @@ _RUN_FIELDS = (
     "cpu_seconds",
     "duration",
     "stop_reason",
+    "held",
 )
 _JOB_COLUMNS = (
     "id, state, name, tenant, priority, spec, submitted, not_before, deadline, schedule, "
     "runs, failures, pid, start_ticks, started, ended, exit_code, signal, cpu_seconds, "
-    "duration, stop_reason, reason, updated"
+    "duration, stop_reason, reason, updated, held"
 )
 _UPDATE_JOB = (
     "UPDATE jobs SET state = ?, reason = ?, updated = ?, "
@@ -121,7 +126,7 @@ _UPDATE_JOB = (
 )
 _INSERT_JOB = (
     "INSERT INTO jobs (id, state, name, tenant, priority, spec, submitted, not_before, "
-    "deadline, schedule, reason, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "deadline, schedule, reason, updated, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_EVENT = "INSERT INTO job_events (job, ts, old, new, reason) VALUES (?, ?, ?, ?, ?)"
 _SCHEDULE_COLUMNS = "id, cron, overlap, spec, next_fire, last_job, runs, skipped, active, created"
@@ -145,6 +150,7 @@ class NewJob:
     schedule: int | None = None
     state: str = "queued"
     reason: str = "submitted"
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +188,8 @@ class JobRecord:
     stop_reason: str | None
     reason: str
     updated: float
+    held: bool = False
+    """Kept out of the queue until released (``procvisor hold``)."""
 
     @property
     def run_open(self) -> bool:
@@ -215,6 +223,7 @@ class JobChange:
     cpu_seconds: float = 0.0
     duration: float | None = None
     stop_reason: str | None = None
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +266,7 @@ class _Conflict(Exception):
 def _record(row: tuple[Any, ...]) -> JobRecord:
     values = list(row)
     values[5] = json.loads(values[5])
+    values[-1] = bool(values[-1])  # held
     return JobRecord(*values)
 
 
@@ -330,6 +340,7 @@ class JobTables:
                     job.schedule,
                     job.reason,
                     ts,
+                    job.held,
                 )
                 for job_id, job in zip(ids, jobs, strict=True)
             ],

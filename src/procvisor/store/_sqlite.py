@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from procvisor.store._errors import StoreError
-from procvisor.store._jobs import JOB_TABLES, JobTables
+from procvisor.store._jobs import JOB_HOLDS, JOB_TABLES, JobTables
 from procvisor.store._sql import Select, immediate
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Event", "HistoryRow", "InstanceRecord", "Store"]
@@ -80,6 +80,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # The job scheduler: jobs, their state history, cron schedules (see _jobs.py).
     JOB_TABLES,
+    JOB_HOLDS,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
