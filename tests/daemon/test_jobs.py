@@ -124,6 +124,9 @@ def test_hold_and_release_through_the_cli(workdir, daemons) -> None:
     rows = cli(workdir, "jobs").stdout.splitlines()
     assert rows[1].split()[:3] == [held, "true", "held"]
     assert "held 1" in cli(workdir, "queue").stdout.splitlines()[0]
+    assert [
+        j["id"] for j in json.loads(cli(workdir, "jobs", "--state", "held", "--json").stdout)
+    ] == [int(held)]
     assert cli(workdir, "job", held).stdout.startswith(f"job {held} (true): queued (held): ")
     released = cli(workdir, "release", held)
     assert released.stdout == f"job {held}: released by user\n"

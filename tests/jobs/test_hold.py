@@ -28,6 +28,7 @@ async def test_a_held_job_waits_until_released_in_its_place(
     assert lines(out) == ["third"]  # the held ones did not start, though there was room
     assert [jobs.get(i).held for i in (first, second)] == [True, True]
     assert jobs.summary().held == 2
+    assert [j.id for j in jobs.jobs(state="held")] == [second, first]
     [outcome] = jobs.release([second])
     assert outcome.changed and outcome.message == "released by user"
     await jobs.wait(second, timeout=10)

@@ -379,7 +379,7 @@ def _follow_until_done(daemon: Any, job_id: int) -> dict[str, Any]:
 
 
 @_command("jobs")
-@click.option("--state", help="Only jobs in this state (queued, running, failed, ...).")
+@click.option("--state", help="Only jobs in this state (queued, running, failed, ..., or held).")
 @click.option("--tenant", help="Only this tenant's jobs.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @_json_option

@@ -605,7 +605,8 @@ class Scheduler:
         """Jobs, newest first, without their history (see :meth:`get`).
 
         Args:
-            state: only jobs in this state or these states.
+            state: only jobs in this state or these states; ``"held"`` alone: the queued
+                jobs that are held.
             tenant: only this tenant's jobs.
             limit: at most this many (None: all).
             before: only jobs with a lower id (to page on).
@@ -614,18 +615,23 @@ class Scheduler:
             ValueError: an unknown state, or a negative limit.
         """
         states: list[str] | None = None
+        held: bool | None = None
         if state is not None:
             raw = [state] if isinstance(state, str) else list(state)
             states = []
             for item in raw:
+                if str(item).strip().lower() == "held" and len(raw) == 1:
+                    states, held = [S.QUEUED.value], True  # queued jobs that are held
+                    break
                 try:
                     states.append(JobState(str(item).strip().lower()).value)
                 except ValueError:
                     raise ValueError(
                         f"state: {item!r} is not a job state; use one of "
                         + ", ".join(s.value for s in JobState)
+                        + ", or 'held' alone"
                     ) from None
-        rows = self._store.jobs(state=states, tenant=tenant, limit=limit, before=before)
+        rows = self._store.jobs(state=states, tenant=tenant, limit=limit, before=before, held=held)
         return [Job._from_record(rec) for rec in rows]
 
     def summary(self) -> QueueSummary:

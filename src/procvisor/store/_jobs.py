@@ -579,12 +579,14 @@ class JobTables:
         tenant: str | None = None,
         limit: int | None = 100,
         before: int | None = None,
+        held: bool | None = None,
     ) -> list[JobRecord]:
         """Jobs, newest first.
 
         Args:
             state: only jobs in this state (or in any of these states).
             tenant: only this tenant's jobs.
+            held: only jobs that are (True) or are not (False) held.
             limit: at most this many (None: all).
             before: only jobs whose id is below this (to page on from the last one seen).
 
@@ -602,6 +604,8 @@ class JobTables:
             query.where("tenant = ?", tenant)
         if before is not None:
             query.where("id < ?", before)
+        if held is not None:
+            query.where("held = ?", int(held))
         sql, params = query.build("id DESC", limit)
         return [_record(row) for row in self._read("read jobs", sql, params)]
 
