@@ -31,6 +31,7 @@ EXPECTED = {
     "RemoteTraceback",
     "Result",
     "Signaled",
+    "SoftTimeout",
     "SpawnError",
     "TaskFailed",
     "TaskTimeout",

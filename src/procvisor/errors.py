@@ -41,6 +41,7 @@ __all__ = [
     "ProtocolError",
     "RemoteTraceback",
     "Signaled",
+    "SoftTimeout",
     "SpawnError",
     "TaskFailed",
     "TaskTimeout",
@@ -272,6 +273,12 @@ class PoolError(ProcessError):
 
 class TaskTimeout(PoolError):
     """The task ran past its ``timeout``; the worker running it was killed and replaced."""
+
+
+class SoftTimeout(PoolError):
+    """Raised *inside* a task of a Python :class:`~procvisor.Pool` that ran past its
+    ``soft_timeout``, so that it can clean up; uncaught, it fails the task (and the worker
+    lives on). ``timeout``, if also given, still kills the worker later."""
 
 
 class DeadlineExpired(PoolError):

@@ -197,3 +197,16 @@ def worker_setup(seconds: float = 0.0) -> dict[str, object]:
         "stdin": fds.get(0),
         "fds": fds,
     }
+
+
+def sleep_or_clean_up(seconds: float, catch: bool) -> str:
+    """Sleep; with ``catch``, answer "cleaned up" when the soft timeout interrupts it."""
+    import procvisor  # noqa: PLC0415 - as a task would, to catch the pool's exception
+
+    try:
+        time.sleep(seconds)
+    except procvisor.SoftTimeout:
+        if not catch:
+            raise
+        return "cleaned up"
+    return "slept"

@@ -486,6 +486,38 @@ def test_a_task_past_its_timeout_fails_and_its_worker_is_replaced(timeout: float
     assert str(again) == str(info.value)
 
 
+@pytest.mark.parametrize("start_method", ["auto", "fresh"])
+def test_a_soft_timeout_is_raised_inside_the_task_and_the_worker_lives_on(
+    start_method: str,
+) -> None:
+    with Pool(workers=1, start_method=start_method) as pool:  # type: ignore[arg-type]
+        pid = pool.submit(tasks.pid).result(timeout=10)
+        failed = pool.schedule(tasks.sleep_or_clean_up, args=(10, False), soft_timeout="200ms")
+        with pytest.raises(procvisor.SoftTimeout, match=r"past its soft timeout of 0\.2s"):
+            failed.result(timeout=5)
+        caught = pool.schedule(
+            tasks.sleep_or_clean_up, args=(10, True), soft_timeout=0.2, timeout=5
+        )
+        assert caught.result(timeout=5) == "cleaned up"
+        # A task done in time disarms it: the next one, without a soft timeout, sleeps on.
+        quick = pool.schedule(tasks.sleep_or_clean_up, args=(0.01, False), soft_timeout=0.3)
+        assert quick.result(timeout=5) == "slept"
+        assert pool.submit(tasks.sleep_or_clean_up, 0.5, False).result(timeout=5) == "slept"
+        assert pool.submit(tasks.pid).result(timeout=5) == pid  # never replaced
+        assert pool.stats().timed_out == 0
+
+
+def test_a_soft_timeout_must_come_before_the_timeout() -> None:
+    with Pool(workers=1) as pool, pytest.raises(ValueError, match=r"^soft_timeout: 5s must be"):
+        pool.schedule(tasks.pid, soft_timeout=5, timeout=2)
+    worker = [sys.executable, str(Path(__file__).with_name("cmd_worker.py"))]
+    with (
+        procvisor.CommandPool(worker, workers=1) as commands,
+        pytest.raises(ValueError, match="only a Python Pool can raise inside a task"),
+    ):
+        commands.schedule({"echo": 1}, soft_timeout=1)
+
+
 def test_a_timed_out_task_takes_its_own_children_down_with_it(tmp_path: Path) -> None:
     # DESIGN.md: no orphan may outlive a timeout; the worker's group is what gets stopped.
     child_file = tmp_path / "child"

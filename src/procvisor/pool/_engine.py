@@ -103,6 +103,7 @@ class Task:
         "retries",
         "retry_on",
         "sent",
+        "soft_timeout",
         "submitted",
         "timeout",
     )
@@ -138,6 +139,7 @@ class Task:
         self.attempts = 0
         self.sent = False  # its future is running: it was sent to a worker once
         self.ping = False
+        self.soft_timeout: float | None = None  # raised inside the task (Python pools only)
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.name} attempts={self.attempts}>"
@@ -326,6 +328,7 @@ class TaskOptions(TypedDict, total=False):
 
     priority: Priority | int | str
     timeout: float | str | None
+    soft_timeout: float | str | None
     deadline: float | str | None
     retries: int
     retry_on: tuple[type[BaseException], ...]
@@ -341,6 +344,7 @@ class Engine:
 
     _ping_interval: float | None = None
     _ping_timeout: float = 5.0
+    _soft_timeouts = False  # whether its workers can raise SoftTimeout inside a task
 
     def __init__(self, workers: int | None = None, **sizing: Unpack[Sizing]) -> None:
         check_names(sizing, Sizing)
@@ -479,6 +483,17 @@ class Engine:
         ):
             raise ValueError(f"retry_on: {retry_on!r} must be a tuple of exception types")
         pause = seconds(backoff, "backoff", allow_zero=True) or 0.0
+        soft = seconds(options.get("soft_timeout"), "soft_timeout")
+        if soft is not None and not self._soft_timeouts:
+            raise ValueError(
+                "soft_timeout: only a Python Pool can raise inside a task; a command worker "
+                "has timeout alone"
+            )
+        if soft is not None and limit is not None and soft >= limit:
+            raise ValueError(
+                f"soft_timeout: {soft:g}s must be shorter than timeout ({limit:g}s), which "
+                "kills the worker"
+            )
         now = time.monotonic()
         future: cf.Future[Any] = cf.Future()
         task = Task(
@@ -495,6 +510,7 @@ class Engine:
             now,
             name,
         )
+        task.soft_timeout = soft
         self._add(task)
         return future
 

@@ -84,6 +84,8 @@ def _map_args(
 
 
 class Pool(Engine, cf.Executor):
+    _soft_timeouts = True
+
     """A pool of persistent Python worker processes; a :class:`concurrent.futures.Executor`.
 
     Args:
@@ -267,8 +269,9 @@ class Pool(Engine, cf.Executor):
         else:
             kind, fn, args, kwargs = CALL, task.fn, task.args, task.kwargs
         key, fn_bytes = self._fn_key(fn)
+        fn_sent = None if key in w.fns else fn_bytes
         try:
-            payload = dumps((kind, task.id, key, None if key in w.fns else fn_bytes, args, kwargs))
+            payload = dumps((kind, task.id, key, fn_sent, args, kwargs, task.soft_timeout))
         except Exception as exc:
             raise TypeError(f"the task's function or arguments cannot be pickled: {exc}") from None
         w.fns.add(key)

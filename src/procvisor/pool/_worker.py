@@ -8,10 +8,12 @@ protocol. Messages from the pool:
 
 * ``(INIT, initializer_bytes)``: run the initializer once, then answer ``(READY, pid)`` (or
   ``(INIT_FAILED, traceback_text)`` and exit 1);
-* ``(CALL, task_id, fn_key, fn_bytes_or_None, args, kwargs)``: run ``fn(*args, **kwargs)``;
-  ``fn_bytes`` comes only the first time a function is sent, after that only its key;
-* ``(CALL_MANY, task_id, fn_key, fn_bytes_or_None, arg_tuples, None)``: a chunk of a ``map``,
-  answered with the list of ``fn(*args)`` for each (the first exception fails the chunk);
+* ``(CALL, task_id, fn_key, fn_bytes_or_None, args, kwargs, soft_timeout)``: run
+  ``fn(*args, **kwargs)``; ``fn_bytes`` comes only the first time a function is sent, after
+  that only its key. With ``soft_timeout`` (seconds, or None), SIGALRM raises
+  ``procvisor.SoftTimeout`` inside the task once it has run that long;
+* ``(CALL_MANY, task_id, fn_key, fn_bytes_or_None, arg_tuples, None, None)``: a chunk of a
+  ``map``, answered with the list of ``fn(*args)`` for each (the first exception fails it);
 
 answered with ``(OK, task_id, result, rss)`` or ``(ERR, task_id, exception, traceback_text,
 rss)``. End of file on its input means: exit now. A worker dies with the process that forked
@@ -138,6 +140,37 @@ def _format(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
+class _SoftTimer:
+    """Raises ``procvisor.SoftTimeout`` inside the running task, from SIGALRM."""
+
+    def __init__(self) -> None:
+        self.error: type[BaseException] | None = None
+        self.limit = 0.0
+        self.running = False
+
+    def arm(self, seconds: float) -> None:
+        if self.error is None:  # imported once, when first needed: not in a signal handler
+            from procvisor.errors import SoftTimeout  # noqa: PLC0415
+
+            self.error = SoftTimeout
+            signal.signal(signal.SIGALRM, self._fire)
+        self.limit = seconds
+        self.running = True
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def disarm(self) -> None:
+        self.running = False  # first: an alarm from now on finds no task to interrupt
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _fire(self, signum: int, frame: object) -> None:
+        if self.running and self.error is not None:
+            self.running = False
+            raise self.error(f"the task ran past its soft timeout of {self.limit:g}s")
+
+
+_soft = _SoftTimer()
+
+
 def _error_reply(task_id: int, exc: BaseException, rss: int) -> bytes:
     tb = _format(exc)
     try:
@@ -166,7 +199,7 @@ def _serve(rfd: int, wfd: int) -> NoReturn:
         for msg in reader.feed(data):
             kind = msg[0]
             if kind in (CALL, CALL_MANY):
-                _, task_id, key, fn_bytes, args, kwargs = msg
+                _, task_id, key, fn_bytes, args, kwargs, soft = msg
                 try:
                     if fn_bytes is not None:
                         fns[key] = _pickle.loads(fn_bytes)
@@ -174,7 +207,13 @@ def _serve(rfd: int, wfd: int) -> NoReturn:
                             fns.popitem(last=False)
                     fn = fns[key]
                     fns.move_to_end(key)
-                    result = fn(*args, **kwargs) if kind == CALL else [fn(*a) for a in args]
+                    if soft is not None:
+                        _soft.arm(soft)
+                    try:
+                        result = fn(*args, **kwargs) if kind == CALL else [fn(*a) for a in args]
+                    finally:
+                        if soft is not None:
+                            _soft.disarm()
                 except BaseException as exc:
                     if isinstance(exc, SystemExit | KeyboardInterrupt):
                         exc = RuntimeError(f"task raised {type(exc).__name__}: {exc}")
