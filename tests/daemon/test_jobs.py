@@ -211,7 +211,8 @@ def test_an_array_submits_one_job_per_index_or_none(workdir, daemons) -> None:
     waited = cli(workdir, "submit", "--array", "1-3", "--wait", "--", "sh", "-c", script)
     assert waited.returncode == 2
     assert waited.stdout == "1 of 3 jobs succeeded\n"
-    failures = waited.stderr.splitlines()
+    told, *failures = waited.stderr.splitlines()
+    assert told.startswith("procvisor: submitted jobs 4, 5, 6; waiting for them")
     assert [line.split(": ", 2)[1] for line in failures] == ["job 5 (sh[2])", "job 6 (sh[3])"]
     assert "exited with code 2" in failures[1]
 

@@ -266,6 +266,11 @@ def submit(config_file: str | None, **opts: Any) -> None:
                 if opts["cron"]:
                     _say_schedules(daemon, ids)
                 return
+            click.echo(
+                f"procvisor: submitted jobs {', '.join(map(str, ids))}; waiting for them "
+                "(Ctrl-C stops the waiting, not the jobs)",
+                err=True,
+            )
             jobs = [_wait_for(daemon, job_id) for job_id in ids]
         _report_array(jobs, as_json=opts["as_json"])
     with connect(config_file) as daemon:
