@@ -25,7 +25,7 @@ from procvisor.process._group import group_members
 from procvisor.process._limits import Limits, format_limit
 from procvisor.process._output import LineQueue, OutputLine, OutputSink
 from procvisor.process._result import Result, parse_signal
-from procvisor.process._spawn import CommandLike, prepare
+from procvisor.process._spawn import CommandLike, FdsLike, prepare
 
 if TYPE_CHECKING:
     import psutil
@@ -124,6 +124,8 @@ def _execution(
     stop_signal: int | str,
     grace: float | str,
     shell: bool,
+    pass_fds: FdsLike = (),
+    pid_env: str | None = None,
     lines: LineQueue | None = None,
     sinks: tuple[OutputSink, OutputSink] | None = None,
 ) -> Execution:
@@ -137,6 +139,8 @@ def _execution(
         group=group,
         umask=umask,
         limits=limits,
+        pass_fds=pass_fds,
+        pid_env=pid_env,
     )
     return Execution(
         [command],
@@ -171,6 +175,7 @@ def run(
     stop_signal: int | str = _signal.SIGTERM,
     grace: float | str = 5.0,
     shell: bool = False,
+    pass_fds: FdsLike = (),
 ) -> Result:
     """Run a command in its own process group, wait for it, and return its :class:`Result`.
 
@@ -190,6 +195,8 @@ def run(
             ``Result.truncated`` is set.
         stop_signal, grace: how the group is stopped: ``stop_signal``, then SIGKILL after
             ``grace`` seconds.
+        pass_fds: more fds for the child: ``{child_fd: our_fd}`` (3 and above), or a list of
+            our fds, passed at the same numbers (as ``subprocess``'s ``pass_fds``).
 
     Raises:
         SpawnError: the command could not be started.
@@ -217,6 +224,7 @@ def run(
         stop_signal=stop_signal,
         grace=grace,
         shell=shell,
+        pass_fds=pass_fds,
     )
     drive_sync(ex)
     result = ex.stage_result(0)
@@ -243,6 +251,7 @@ async def arun(
     stop_signal: int | str = _signal.SIGTERM,
     grace: float | str = 5.0,
     shell: bool = False,
+    pass_fds: FdsLike = (),
 ) -> Result:
     """The awaitable :func:`run`: same arguments, same result, same errors.
 
@@ -266,6 +275,7 @@ async def arun(
         stop_signal=stop_signal,
         grace=grace,
         shell=shell,
+        pass_fds=pass_fds,
     )
     await wait_async(AsyncDriver(ex))
     result = ex.stage_result(0)
@@ -445,14 +455,19 @@ async def spawn(
     stop_signal: int | str = _signal.SIGTERM,
     grace: float | str = 5.0,
     shell: bool = False,
+    pass_fds: FdsLike = (),
+    pid_env: str | None = None,
     sinks: tuple[OutputSink, OutputSink] | None = None,
 ) -> Process:
     """Start a command in its own process group and return a :class:`Process` at once.
 
-    Arguments as for :func:`run`. With ``capture=True`` its output is read line by line
-    (``async for line in proc``) and not kept after it has been handed out. With ``sinks``
-    (a stdout and a stderr :class:`OutputSink`), raw output chunks go to them instead, as they
-    are read (``merge_stderr`` sends both to the first); the process then yields no lines.
+    Arguments as for :func:`run`, and ``pid_env``: the name of a variable to set to the
+    child's own pid (``"LISTEN_PID"`` for socket activation; the command then starts through
+    ``/bin/sh``'s ``exec``, which keeps the pid). With ``capture=True`` its output is read
+    line by line (``async for line in proc``) and not kept after it has been handed out.
+    With ``sinks`` (a stdout and a stderr :class:`OutputSink`), raw output chunks go to them
+    instead, as they are read (``merge_stderr`` sends both to the first); the process then
+    yields no lines.
 
     Raises:
         SpawnError, ValueError, TypeError: as for :func:`run`.
@@ -478,6 +493,8 @@ async def spawn(
         stop_signal=stop_signal,
         grace=grace,
         shell=shell,
+        pass_fds=pass_fds,
+        pid_env=pid_env,
         lines=lines,
         sinks=sinks,
     )

@@ -10,16 +10,25 @@ Spawning is the hot path of jobs and pools, so it takes the cheapest route the o
 Kernel limits are set by exec'ing through ``prlimit(1)`` (same pid, limits set before the
 command runs, vfork path kept); without ``prlimit`` on the machine, by ``preexec_fn``.
 Every check that can fail is made in the parent first, so errors are specific.
+
+Extra fds (``pass_fds``, e.g. listening sockets) are given to the child at the numbers asked
+for: by ``dup2`` file actions on the posix_spawn path, by ``preexec_fn`` on the subprocess path
+(which can only keep an fd's number). A variable holding the child's own pid (``pid_env``,
+e.g. ``LISTEN_PID`` for socket activation) is set by exec'ing through ``/bin/sh``, whose
+``exec`` keeps the pid; the script is fixed and the command is passed as its arguments, so
+nothing of the command is parsed by the shell.
 """
 
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal's C module: no stub
 import errno as _errno
+import fcntl
 import functools
 import grp
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -32,6 +41,8 @@ from procvisor.errors import SpawnError
 from procvisor.process._limits import Limits, prlimit_args, setrlimits
 
 CommandLike = str | Sequence[str | os.PathLike[str]]
+FdsLike = Mapping[int, int] | Sequence[int]
+"""Fds to pass: ``{child_fd: our_fd}``, or our fds to pass at the same numbers."""
 StreamSpec = int | Literal["devnull", "inherit", "stdout"]
 
 _RESET_SIGNALS = frozenset((signal.SIGPIPE, signal.SIGXFSZ))  # Python ignores these
@@ -80,6 +91,10 @@ class PreparedCommand:
     extra_groups: tuple[int, ...] | None
     umask: int | None
     limits: Limits | None
+    fds: tuple[tuple[int, int], ...] = ()
+    """``(child_fd, our_fd)`` pairs passed to the child beside stdin, stdout and stderr."""
+    pid_env: str | None = None
+    """A variable set to the child's own pid in its environment."""
 
     @property
     def as_root(self) -> bool:
@@ -240,6 +255,36 @@ def _parse_umask(umask: int | str) -> int:
     return value
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _pass_fds(pass_fds: FdsLike) -> tuple[tuple[int, int], ...]:
+    """``pass_fds`` as sorted ``(child_fd, our_fd)`` pairs, each checked."""
+    if isinstance(pass_fds, Mapping):
+        pairs = list(pass_fds.items())
+    elif isinstance(pass_fds, Sequence) and not isinstance(pass_fds, str | bytes):
+        pairs = [(fd, fd) for fd in pass_fds]
+    else:
+        raise TypeError(
+            "pass_fds must map the child's fd numbers to ours ({3: sock.fileno()}) or list "
+            f"our fds to pass at the same numbers, not {type(pass_fds).__name__}"
+        )
+    for child_fd, our_fd in pairs:
+        for what, fd in (("child fd", child_fd), ("fd", our_fd)):
+            if not isinstance(fd, int) or isinstance(fd, bool):
+                raise TypeError(f"pass_fds: {what} {fd!r} must be an int")
+        if child_fd < 3:
+            raise ValueError(
+                f"pass_fds: child fd {child_fd} is stdin, stdout or stderr; pass extra fds at "
+                "3 or above (input, capture and merge_stderr set those three)"
+            )
+        try:
+            fcntl.fcntl(our_fd, fcntl.F_GETFD)
+        except OSError:
+            raise ValueError(f"pass_fds: fd {our_fd} is not open in this process") from None
+    return tuple(sorted(pairs))
+
+
 def prepare(
     cmd: CommandLike,
     *,
@@ -251,6 +296,8 @@ def prepare(
     group: str | int | None = None,
     umask: int | str | None = None,
     limits: Limits | None = None,
+    pass_fds: FdsLike = (),
+    pid_env: str | None = None,
 ) -> PreparedCommand:
     """Validate ``cmd`` and its options; resolve the program, user, group and cwd.
 
@@ -308,7 +355,18 @@ def prepare(
         extra_groups=extra_groups,
         umask=None if umask is None else _parse_umask(umask),
         limits=limits,
+        fds=_pass_fds(pass_fds) if pass_fds else (),
+        pid_env=_pid_env(pid_env) if pid_env is not None else None,
     )
+
+
+def _pid_env(name: str) -> str:
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        raise ValueError(
+            f"pid_env: {name!r} is not a variable name (letters, digits and '_', not "
+            "starting with a digit)"
+        )
+    return name
 
 
 _REASONS = {
@@ -401,23 +459,31 @@ def spawn(
     """
     rlimits = command.limits.rlimits(as_root=command.as_root) if command.limits else {}
     executable, args = command.executable, command.args
-    preexec: Callable[[], None] | None = None
+    setup: list[Callable[[], object]] = []  # run in a forked child by preexec_fn
     if rlimits:
         binary = prlimit_binary()
         if binary is not None:
             args = (binary, *prlimit_args(rlimits), "--", executable, *args[1:])
             executable = binary
         else:
-
-            def preexec() -> None:
-                setrlimits(rlimits)
-
+            setup.append(functools.partial(setrlimits, rlimits))
+    if command.pid_env is not None:
+        # $$ is the shell's pid, which exec hands on to the command (and through prlimit).
+        script = f'{command.pid_env}=$$; export {command.pid_env}; exec "$@"'
+        args = ("/bin/sh", "-c", script, args[0], executable, *args[1:])
+        executable = "/bin/sh"
+    # Each fd to pass goes first to a fresh fd above every target number (close-on-exec, so
+    # it is gone after exec): moving one fd to its number can then never overwrite another.
+    moves: list[tuple[int, int]] = []
     # A daemon's services run in the config file's directory by default, where the daemon
     # works too: no chdir is needed then, and posix_spawn (no cwd option) can be used.
     here = command.cwd is None or os.path.abspath(command.cwd) == os.getcwd()
-    fast = preexec is None and here and command.uid is None
+    fast = not setup and here and command.uid is None
     fast = fast and command.gid is None and command.umask is None
     try:
+        for child_fd, our_fd in command.fds:
+            floor = command.fds[-1][0] + 1
+            moves.append((fcntl.fcntl(our_fd, fcntl.F_DUPFD_CLOEXEC, floor), child_fd))
         if fast:
             actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
             if stdin == "devnull":
@@ -431,6 +497,8 @@ def spawn(
                     actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
                 elif isinstance(spec, int):
                     actions.append((os.POSIX_SPAWN_DUP2, spec, target))
+            # After stdio: a stdio pipe may sit at a number an extra fd is moved to.
+            actions.extend((os.POSIX_SPAWN_DUP2, fd, child_fd) for fd, child_fd in moves)
             group = {"setsid": True} if pgroup is None else {"setpgroup": pgroup}
             call = functools.partial(
                 os.posix_spawn,
@@ -442,12 +510,18 @@ def spawn(
             pids = [] if started is None else started
             pids.extend(map(call, (executable,), (args,), (command.env,)))  # C only: see above
             return pids[-1]
-        pid = _popen(command, executable, args, stdin, stdout, stderr, pgroup, preexec)
+        setup.extend(functools.partial(os.dup2, fd, child_fd) for fd, child_fd in moves)
+        pid = _popen(
+            command, executable, args, stdin, stdout, stderr, pgroup, setup, close_fds=not moves
+        )
         if started is not None:
             started.append(pid)
         return pid
     except OSError as exc:
         raise _spawn_error(exc, command) from None
+    finally:
+        for fd, _ in moves:
+            os.close(fd)
 
 
 def _popen_stream(spec: int | str) -> int | None:
@@ -464,8 +538,14 @@ def _popen(
     stdout: int | str,
     stderr: int | str,
     pgroup: int | None,
-    preexec: Callable[[], None] | None,
+    setup: list[Callable[[], object]],
+    *,
+    close_fds: bool,
 ) -> int:
+    def preexec() -> None:
+        for step in setup:
+            step()
+
     proc = subprocess.Popen(
         args,
         executable=executable,
@@ -480,9 +560,12 @@ def _popen(
         umask=-1 if command.umask is None else command.umask,
         start_new_session=pgroup is None,
         process_group=pgroup,
-        # Only where prlimit(1) is missing; it forces a full fork (see bench/RESULTS.md).
-        preexec_fn=preexec,  # noqa: PLW1509
-        close_fds=True,
+        # Only where prlimit(1) is missing, or fds move to other numbers; it forces a full
+        # fork (see bench/RESULTS.md).
+        preexec_fn=preexec if setup else None,  # noqa: PLW1509
+        # close_fds would close the fds that preexec_fn moved: then leave it to Python,
+        # which opens every fd close-on-exec, as the posix_spawn path does.
+        close_fds=close_fds,
         restore_signals=True,
     )
     # procvisor reaps this child itself (ExitWatch); tell Popen it is not its business, so it
