@@ -261,6 +261,10 @@ class DaemonInfo(_Reply):
     config: str = Field(description="The config file the daemon was started with.")
     state_dir: str = Field(description="The daemon's state directory.")
     started_at: float = Field(description="When the daemon started (Unix time).")
+    sockets: dict[str, str] = Field(
+        default_factory=dict,
+        description="The listening sockets the daemon holds for its services: name -> address.",
+    )
 
 
 class LastExit(_Reply):

@@ -29,6 +29,7 @@ from procvisor.daemon._files import SOCKET_NAME
 from procvisor.daemon._jobs import jobs_config
 from procvisor.daemon._metrics import DaemonMetrics
 from procvisor.daemon._pools import CommandPools
+from procvisor.daemon._sockets import Listeners, SocketError
 from procvisor.daemon._specs import service_specs
 from procvisor.daemon._systemd import Notifier
 from procvisor.daemon.config import Config, ConfigError, load_config, state_dir
@@ -136,6 +137,7 @@ class Daemon:
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
         self.pools = CommandPools(state / LOG_DIR_NAME)
+        self.listeners = Listeners()
         self.metrics = DaemonMetrics(self.instance_rows, self.pools.running)
         self.monitoring: Monitoring | None = None
         self.dispatcher: Dispatcher | None = None
@@ -311,7 +313,16 @@ class Daemon:
         async with self._ops:
             config = load_config(self.config_path)
             assert self.supervisor is not None
-            result = (await self.supervisor.reload(service_specs(config))).to_dict()
+            try:
+                self.listeners.apply(config.sockets)
+            except SocketError as exc:
+                raise ConfigError.single(
+                    str(self.config_path), f"sockets.{exc.name}", exc.reason
+                ) from None
+            try:
+                result = (await self.supervisor.reload(service_specs(config))).to_dict()
+            finally:
+                self.listeners.retire()  # what services held before they restarted
             for what, names in (await self.pools.apply(config.pools)).items():
                 result[what] += names
             await self._reconfigure_monitoring(config)
@@ -350,10 +361,15 @@ class Daemon:
                 log_dir=self.state_dir / LOG_DIR_NAME,
                 store=self.store,
                 observer=self.metrics,
+                sockets=self.listeners.fds,
             )
             left = await self.supervisor.stop_leftovers()
             if left:
                 log.warning("stopped what a killed daemon left running: %s", ", ".join(left))
+            try:  # once the leftovers, which may hold them, are gone
+                self.listeners.apply(self.config.sockets)
+            except SocketError as exc:
+                raise DaemonError(str(exc)) from None
             await self.supervisor.start_all()
             await self.pools.apply(self.config.pools)
             await self._start_jobs()
@@ -400,7 +416,7 @@ class Daemon:
             log.info("all services stopped; bye")
             return 0
         except BaseException as exc:
-            ready(f"{type(exc).__name__}: {exc}")
+            ready(str(exc) if isinstance(exc, DaemonError) else f"{type(exc).__name__}: {exc}")
             if self.supervisor is not None:
                 await self.supervisor.stop_all()
             await self.pools.close()
@@ -414,6 +430,7 @@ class Daemon:
                 await server.close()
             for task in self._tasks:
                 task.cancel()
+            self.listeners.close()
             self.store.close()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                 loop.remove_signal_handler(signum)
@@ -443,6 +460,7 @@ class Control:
             "config": str(self._d.config_path.absolute()),
             "state_dir": str(self._d.state_dir),
             "started_at": self._d.started_at,
+            "sockets": self._d.listeners.describe(),
         }
 
     def status(self, service: str | None) -> list[dict[str, Any]]:

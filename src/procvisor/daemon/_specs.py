@@ -9,7 +9,7 @@ from procvisor.supervisor import HookSpec, LogSpec, ProbeSpec, ServiceSpec
 __all__ = ["service_specs"]
 
 
-def _spec(name: str, s: Service) -> ServiceSpec:
+def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
     health = None
     if s.health is not None:
         h = s.health
@@ -53,6 +53,7 @@ def _spec(name: str, s: Service) -> ServiceSpec:
         stop_signal=s.stop_signal,
         stop_timeout=s.stop_timeout,
         depends_on=s.depends_on,
+        sockets=tuple((n, str(config.sockets[n].address)) for n in s.sockets),
         autostart=s.autostart,
         hooks=HookSpec(
             pre_start=s.hooks.pre_start,
@@ -70,4 +71,4 @@ def _spec(name: str, s: Service) -> ServiceSpec:
 
 def service_specs(config: Config) -> list[ServiceSpec]:
     """The config's services as specs, in the file's order."""
-    return [_spec(name, service) for name, service in config.services.items()]
+    return [_spec(name, service, config) for name, service in config.services.items()]

@@ -105,6 +105,7 @@ __all__ = [
     "MonitorSection",
     "QuotaSection",
     "Service",
+    "SocketSection",
     "TcpProbe",
     "check_runtime",
     "find_config",
@@ -284,20 +285,31 @@ def _user_or_group(value: Any) -> str | int:
     return int(value) if value.isdigit() else value
 
 
-def _umask(value: Any) -> int:
-    accepted = "use an octal string like '022' or '0o027', or a TOML octal integer like 0o022"
+def _octal(value: Any, what: str, example: str) -> int:
+    accepted = (
+        f"use an octal string like '{example}' or '0o{example}', or a TOML octal integer "
+        f"like 0o{example}"
+    )
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise _problem(f"expected a umask, got {_got(value)}; {accepted}")
+        raise _problem(f"expected a {what}, got {_got(value)}; {accepted}")
     if isinstance(value, int):
         number = value
     else:
         digits = value.strip().lower().removeprefix("0o")
         if not digits or any(c not in "01234567" for c in digits):
-            raise _problem(f"{value!r} is not an octal umask; {accepted}")
+            raise _problem(f"{value!r} is not an octal {what}; {accepted}")
         number = int(digits, 8)
     if not 0 <= number <= 0o777:
-        raise _problem(f"{_toml_repr(value)} is not a umask (0 to 0o777); {accepted}")
+        raise _problem(f"{_toml_repr(value)} is not a {what} (0 to 0o777); {accepted}")
     return number
+
+
+def _umask(value: Any) -> int:
+    return _octal(value, "umask", "022")
+
+
+def _file_mode(value: Any) -> int:
+    return _octal(value, "file mode", "660")
 
 
 def _env(value: Any) -> dict[str, str]:
@@ -462,6 +474,35 @@ def _endpoint(value: Any) -> Endpoint:
 
 def _endpoint_text(endpoint: Endpoint) -> str:
     return str(endpoint)
+
+
+_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the trailing NUL
+
+
+def _listen_address(value: Any, info: ValidationInfo) -> Endpoint | Path:
+    """A TCP ``HOST:PORT``, or the path of a Unix socket (any value with a '/')."""
+    if isinstance(value, Endpoint | Path):
+        return value
+    if isinstance(value, str) and "/" in value:
+        path = _path(value, info)
+        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            raise _problem(
+                f"{str(path)!r} is {len(os.fsencode(path))} bytes long; a Unix socket's "
+                f"path can have at most {_UNIX_PATH_MAX}: choose a shorter one"
+            )
+        return path
+    try:
+        return _endpoint(value)
+    except PydanticCustomError:
+        raise _problem(
+            f"{_toml_repr(value)} is not an address; use 'HOST:PORT' for TCP (e.g. "
+            "'127.0.0.1:8000', '[::]:8000'), or a path with a '/' for a Unix socket "
+            "(e.g. './web.sock')"
+        ) from None
+
+
+def _listen_text(address: Endpoint | Path) -> str:
+    return str(address)
 
 
 def _http_url(value: str) -> str:
@@ -692,6 +733,36 @@ class Logs(_Section):
     )
 
 
+class SocketSection(_Section):
+    """``[sockets.NAME]``: a listening socket the daemon holds and hands to services."""
+
+    address: Annotated[
+        Endpoint | Path,
+        PlainValidator(_listen_address),
+        PlainSerializer(_listen_text),
+        WithJsonSchema(_STRING),
+    ] = Field(
+        description=(
+            "Where to listen: 'HOST:PORT' for TCP (e.g. '127.0.0.1:8000', '[::]:8000'), or "
+            "a path with a '/' for a Unix socket (relative to the config file's directory). "
+            "Required."
+        )
+    )
+    backlog: int = Field(
+        default=128,
+        ge=1,
+        le=65535,
+        description="Connections the kernel queues until a service accepts them. Default 128.",
+    )
+    mode: Annotated[int, PlainValidator(_file_mode), WithJsonSchema(_INT_OR_STRING)] = Field(
+        default=0o600,
+        description=(
+            "A Unix socket file's mode, as an octal string like '660'. Default '600' (only "
+            "the daemon's user may connect)."
+        ),
+    )
+
+
 class Service(_Section):
     """``[services.NAME]``: a long-running program, kept alive in ``instances`` copies."""
 
@@ -790,6 +861,14 @@ class Service(_Section):
     depends_on: Annotated[tuple[str, ...], BeforeValidator(_tuple)] = Field(
         default=(),
         description=("Services started before this one and stopped after it. Default: none."),
+    )
+    sockets: Annotated[tuple[str, ...], BeforeValidator(_tuple)] = Field(
+        default=(),
+        description=(
+            "Names of [sockets.NAME] the instances get, as fds 3, 4, ... in this order, with "
+            "LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set as systemd's socket activation "
+            "does. Every instance shares the same listening sockets. Default: none."
+        ),
     )
     autostart: bool = Field(
         default=True, description="Start with the daemon (false: only on request). Default true."
@@ -1165,6 +1244,13 @@ class Config(_Section):
         default_factory=dict,
         description="Command pools by name (letters, digits, '-', '_').",
     )
+    sockets: dict[ServiceName, SocketSection] = Field(
+        default_factory=dict,
+        description=(
+            "Listening sockets by name, bound by the daemon and passed to the services that "
+            "name them. Default: none."
+        ),
+    )
     monitor: MonitorSection = Field(
         default_factory=MonitorSection, description="Sampling of managed processes."
     )
@@ -1187,6 +1273,30 @@ class Config(_Section):
         if problems:
             first = problems[0]
             raise _problem(first.message, *first.keys)
+        return self
+
+    @model_validator(mode="after")
+    def _sockets_resolve(self) -> Config:
+        for name, service in self.services.items():
+            for i, socket_name in enumerate(service.sockets):
+                keys = ("services", name, "sockets", i)
+                if socket_name not in self.sockets:
+                    hint = _choice_hint(socket_name, list(self.sockets), "sockets")
+                    raise _problem(f"no [sockets.{socket_name}] in this file; {hint}", *keys)
+                if socket_name in service.sockets[:i]:
+                    raise _problem(f"{socket_name!r} is listed twice", *keys)
+        addresses: dict[str, str] = {}
+        for name, sock in self.sockets.items():
+            address = str(sock.address)
+            if address in addresses:
+                raise _problem(
+                    f"{address} is the address of [sockets.{addresses[address]}] too; "
+                    "one socket can serve several services: list it in each",
+                    "sockets",
+                    name,
+                    "address",
+                )
+            addresses[address] = name
         return self
 
     def start_order(self) -> tuple[str, ...]:

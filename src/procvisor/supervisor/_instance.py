@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 import sys
@@ -117,6 +118,7 @@ class Instance(metaclass=NoPublicConstructor):
         on_spawn: Callable[[Instance], None],
         on_gone: Callable[[Instance], None],
         observer: Observer,
+        sockets: Mapping[str, int],
     ) -> None:
         self.spec = spec
         self.index = index
@@ -135,6 +137,7 @@ class Instance(metaclass=NoPublicConstructor):
         self._on_spawn = on_spawn
         self._on_gone = on_gone
         self._observer = observer
+        self._sockets = sockets
         self._proc: Process | None = None
         self._runner: asyncio.Task[None] | None = None
         self._wanted = False
@@ -332,6 +335,28 @@ class Instance(metaclass=NoPublicConstructor):
         env.update(extra)
         return env
 
+    def _listen_fds(self, env: dict[str, str]) -> dict[int, int]:
+        """The listening sockets as fds 3, 4, ..., announced in ``env`` as systemd does.
+
+        Raises:
+            SpawnError: a socket the spec names is not open (its owner closed it).
+        """
+        fds: dict[int, int] = {}
+        for i, (name, address) in enumerate(self.spec.sockets):
+            fd = self._sockets.get(name)
+            if fd is None:
+                raise SpawnError(
+                    f"socket {name!r} ({address}) is not open in the daemon",
+                    reason="os_error",
+                    command=self.spec.command,
+                    errno=errno.EBADF,
+                )
+            fds[3 + i] = fd
+        if fds:
+            env["LISTEN_FDS"] = str(len(fds))
+            env["LISTEN_FDNAMES"] = ":".join(name for name, _ in self.spec.sockets)
+        return fds
+
     async def _hook(self, which: str, **extra: str) -> bool:
         argv = getattr(self.spec.hooks, which)
         if argv is None:
@@ -368,10 +393,12 @@ class Instance(metaclass=NoPublicConstructor):
             return None
         spawning = time.monotonic()
         try:
+            env = {**spec.env, **self._env()}
+            fds = self._listen_fds(env)
             proc = await spawn(
                 spec.command,
                 cwd=spec.cwd,
-                env={**spec.env, **self._env()},
+                env=env,
                 inherit_env=spec.inherit_env,
                 user=spec.user,
                 group=spec.group,
@@ -379,6 +406,8 @@ class Instance(metaclass=NoPublicConstructor):
                 limits=spec.limits,
                 stop_signal=spec.stop_signal,
                 grace=spec.stop_timeout,
+                pass_fds=fds,
+                pid_env="LISTEN_PID" if fds else None,
                 sinks=(self._log("stdout"), self._log("stderr")),
             )
         except SpawnError as exc:

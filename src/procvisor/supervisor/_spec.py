@@ -72,6 +72,9 @@ class ServiceSpec:
     stop_signal: int = _signal.SIGTERM
     stop_timeout: float = 10.0
     depends_on: tuple[str, ...] = ()
+    sockets: tuple[tuple[str, str], ...] = ()
+    """``(name, address)`` of the listening sockets the instances get as fds 3, 4, ...; the
+    supervisor is given each name's fd, and the address tells a moved socket apart."""
     autostart: bool = True
     hooks: HookSpec = field(default_factory=HookSpec)
     health: ProbeSpec | None = None

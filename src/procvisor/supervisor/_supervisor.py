@@ -89,8 +89,12 @@ class Supervisor:
         log_dir: Path,
         store: Store,
         observer: Observer | None = None,
+        sockets: Mapping[str, int] | None = None,
     ) -> None:
+        """``sockets``: the fd of each listening socket the specs name, as the owner keeps
+        it (it is read at every spawn, so a socket bound anew is passed from then on)."""
         self._log_dir = log_dir
+        self._sockets: Mapping[str, int] = {} if sockets is None else sockets
         self._store = store
         self._observer: Observer = observer if observer is not None else NullObserver()
         self._prober = Prober()
@@ -136,6 +140,7 @@ class Supervisor:
             on_spawn=self._on_spawn,
             on_gone=self._on_gone,
             observer=self._observer,
+            sockets=self._sockets,
         )
 
     # -- lookups ----------------------------------------------------------------------------
