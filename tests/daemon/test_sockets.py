@@ -329,3 +329,62 @@ def test_after_a_sigkill_the_next_daemon_takes_the_sockets_its_leftovers_held(
         client.settimeout(10)
         client.connect(str(workdir / "web.sock"))
         assert client.recv(100).decode().split()[1] in new_pids
+
+
+GRACEFUL_APP = """\
+import os, select, signal, socket
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))  # finish the connection at hand
+server = socket.socket(fileno=3)
+while not stopping:
+    if select.select([server], [], [], 0.05)[0]:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(str(os.getpid()).encode())
+"""
+
+
+def test_a_rolling_restart_behind_a_socket_turns_no_client_away(workdir, daemons) -> None:
+    port = _free_port()
+    (workdir / "app.py").write_text(GRACEFUL_APP)
+    write_config(
+        workdir,
+        f"""
+        [sockets.web]
+        address = "127.0.0.1:{port}"
+
+        [services.web]
+        command = ["{sys.executable}", "app.py"]
+        instances = 2
+        sockets = ["web"]
+        """,
+    )
+    d = Daemon(workdir)
+    daemons.append(d)
+    before = wait_for(lambda: all_running(workdir, {"web:0", "web:1"}), timeout=20)
+    answers: list[str] = []
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def clients() -> None:
+        while not done.is_set():
+            try:
+                answers.append(_ask(port))
+            except OSError as exc:
+                failures.append(exc)
+
+    load = threading.Thread(target=clients)
+    load.start()
+    try:
+        wait_for(lambda: len(answers) > 20, timeout=20)
+        out = cli(workdir, "restart", "--rolling", "web", timeout=60)
+        assert out.returncode == 0, out.stderr
+        after = status(workdir)
+        new_pids = {str(row["pid"]) for row in after.values()}
+        seen = len(answers)
+        wait_for(lambda: new_pids <= set(answers[seen:]), timeout=20)
+    finally:
+        done.set()
+        load.join(30)
+    assert not failures, failures[:3]
+    assert {row["pid"] for row in before.values()}.isdisjoint(r["pid"] for r in after.values())
