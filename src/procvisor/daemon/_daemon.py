@@ -311,16 +311,16 @@ class Daemon:
     async def reload(self) -> dict[str, list[str]]:
         """Read the config file again and apply the difference; a bad file changes nothing."""
         async with self._ops:
+            source = str(self.config_path)
             config = load_config(self.config_path)
+            specs = service_specs(config, source)  # reads env files: may still refuse
             assert self.supervisor is not None
             try:
                 self.listeners.apply(config.sockets)
             except SocketError as exc:
-                raise ConfigError.single(
-                    str(self.config_path), f"sockets.{exc.name}", exc.reason
-                ) from None
+                raise ConfigError.single(source, f"sockets.{exc.name}", exc.reason) from None
             try:
-                result = (await self.supervisor.reload(service_specs(config))).to_dict()
+                result = (await self.supervisor.reload(specs)).to_dict()
             finally:
                 self.listeners.retire()  # what services held before they restarted
             for what, names in (await self.pools.apply(config.pools)).items():
@@ -357,7 +357,7 @@ class Daemon:
         server: Any = None
         try:
             self.supervisor = Supervisor(
-                service_specs(self.config),
+                service_specs(self.config, str(self.config_path)),
                 log_dir=self.state_dir / LOG_DIR_NAME,
                 store=self.store,
                 observer=self.metrics,

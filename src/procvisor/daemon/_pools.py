@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from procvisor.daemon._envfile import read_env_files
 from procvisor.daemon.config import CommandPoolSection
 from procvisor.errors import PoolError, ProcessError
 
@@ -33,7 +34,7 @@ def _start(name: str, section: CommandPoolSection, log_dir: Path) -> CommandPool
     return CommandPool(
         list(section.command),
         section.workers,
-        env=section.env,
+        env={**read_env_files(section.env_file), **section.env},
         inherit_env=section.inherit_env,
         cwd=section.cwd,
         stderr=log_dir / f"pool-{name}.log",

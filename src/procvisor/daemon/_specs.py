@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from procvisor.daemon._envfile import EnvFileError, read_env_files
+from procvisor.daemon._files import DEFAULT_CONFIG_NAME, ConfigError
 from procvisor.daemon.config import Config, Service
 from procvisor.policy.restart import Backoff, RestartMode, RestartPolicy
 from procvisor.supervisor import HookSpec, LogSpec, ProbeSpec, ServiceSpec
@@ -31,7 +33,7 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
         command=s.command,
         instances=s.instances,
         cwd=s.cwd,
-        env=dict(s.env),
+        env={**read_env_files(s.env_file), **s.env},
         inherit_env=s.inherit_env,
         user=s.user,
         group=s.group,
@@ -69,6 +71,16 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
     )
 
 
-def service_specs(config: Config) -> list[ServiceSpec]:
-    """The config's services as specs, in the file's order."""
-    return [_spec(name, service, config) for name, service in config.services.items()]
+def service_specs(config: Config, source: str = DEFAULT_CONFIG_NAME) -> list[ServiceSpec]:
+    """The config's services as specs, in the file's order; their env files are read now.
+
+    Raises:
+        ConfigError: an env file cannot be read or is malformed (``source`` names the file).
+    """
+    specs = []
+    for name, service in config.services.items():
+        try:
+            specs.append(_spec(name, service, config))
+        except EnvFileError as exc:
+            raise ConfigError.single(source, f"services.{name}.env_file", str(exc)) from None
+    return specs

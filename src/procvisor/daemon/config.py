@@ -58,6 +58,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from procvisor.daemon._envfile import EnvFileError, read_env_files
 from procvisor.daemon._files import (
     DEFAULT_CONFIG_NAME,
     ENV_CONFIG,
@@ -248,6 +249,11 @@ def _argv(value: Any) -> tuple[str, ...]:
 def _tuple(value: Any) -> Any:
     """TOML arrays arrive as lists; the models keep tuples, so they stay immutable."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def _one_or_many(value: Any) -> Any:
+    """A string stands for an array of one; arrays become tuples (see :func:`_tuple`)."""
+    return (value,) if isinstance(value, str) else _tuple(value)
 
 
 def _service_name(name: str) -> str:
@@ -530,6 +536,11 @@ Argv = Annotated[tuple[str, ...], BeforeValidator(_argv), WithJsonSchema(_COMMAN
 ConfigPath = Annotated[Path, PlainValidator(_path), WithJsonSchema(_STRING)]
 UserOrGroup = Annotated[str | int, PlainValidator(_user_or_group), WithJsonSchema(_INT_OR_STRING)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
+EnvFiles = Annotated[
+    tuple[ConfigPath, ...],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [_STRING, {"type": "array", "items": _STRING}]}),
+]
 EnvTable = Annotated[
     dict[str, str],
     PlainValidator(_env),
@@ -790,6 +801,15 @@ class Service(_Section):
             "Default: none."
         ),
     )
+    env_file: EnvFiles = Field(
+        default=(),
+        description=(
+            "Files of KEY=VALUE lines (docker compose's and systemd's format; '#' comments, "
+            "'export' and quotes accepted, nothing expanded), read at 'up' and at every reload; "
+            "a path or an array of paths, relative to the config file, later ones winning. "
+            "env wins over them. Default: none."
+        ),
+    )
     inherit_env: bool = Field(
         default=True,
         description=(
@@ -1000,6 +1020,15 @@ class CommandPoolSection(_Section):
         description="Working directory. Default: the config file's directory.",
     )
     env: EnvTable = Field(default_factory=dict, description="Environment variables to set.")
+    env_file: EnvFiles = Field(
+        default=(),
+        description=(
+            "Files of KEY=VALUE lines (docker compose's and systemd's format; '#' comments, "
+            "'export' and quotes accepted, nothing expanded), read when the pool starts; "
+            "a path or an array of paths, relative to the config file, later ones winning. "
+            "env wins over them. Default: none."
+        ),
+    )
     inherit_env: bool = Field(
         default=True, description="Start from the daemon's environment. Default true."
     )
@@ -1605,7 +1634,8 @@ def parse_config(
 def check_runtime(
     config: Config, *, source: str = DEFAULT_CONFIG_NAME, euid: int | None = None
 ) -> None:
-    """Check what the config asks of this machine: users, groups, working directories.
+    """Check what the config asks of this machine: users, groups, working directories and
+    environment files.
 
     Args:
         euid: the effective uid the daemon runs as; the current process's if omitted.
@@ -1640,6 +1670,13 @@ def check_runtime(
                             path, f"no {key} {value!r} on this system; use an existing one"
                         )
                     )
+    env_files = [(f"services.{n}.env_file", s.env_file) for n, s in config.services.items()]
+    env_files += [(f"pools.{n}.env_file", p.env_file) for n, p in config.pools.items()]
+    for key, paths in env_files:
+        try:
+            read_env_files(paths)
+        except EnvFileError as exc:
+            problems.append(ConfigProblem(key, str(exc)))
     cwds = [(f"services.{n}.cwd", s.cwd) for n, s in config.services.items()]
     cwds += [(f"pools.{n}.cwd", p.cwd) for n, p in config.pools.items()]
     for key, cwd in cwds:
