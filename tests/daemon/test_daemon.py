@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -327,3 +328,23 @@ def test_more_services_than_the_inherited_open_files_limit_allows(workdir, daemo
     d.pid = d.proc.pid
     daemons.append(d)
     wait_for(lambda: all_running(workdir, {f"{n}:0" for n in names}), timeout=30)
+
+
+TALK = "print('one'); print('two', flush=True); import time; time.sleep(600)"
+
+
+def test_logs_with_timestamps_start_each_line_with_its_time(workdir, daemons) -> None:
+    write_config(
+        workdir,
+        f"""
+        [services.talker]
+        command = ["{sys.executable}", "-c", "{TALK}"]
+        logs = {{ timestamps = true }}
+        """,
+    )
+    d = Daemon(workdir)
+    daemons.append(d)
+    wait_for(lambda: "two" in cli(workdir, "logs", "talker").stdout, timeout=20)
+    lines = cli(workdir, "logs", "talker").stdout.splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
+    assert [re.fullmatch(rf"{stamp} (\w+)", line).group(1) for line in lines] == ["one", "two"]

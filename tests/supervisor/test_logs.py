@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import random
+import re
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from helpers import await_for
-from procvisor.process import RotatingLog, _output
+from procvisor.process import RotatingLog, Timestamped, _output
+from procvisor.process._output import local_timestamp
 from procvisor.supervisor._logs import follow, position, read_tail
 
 
@@ -219,6 +221,37 @@ def test_a_failed_reopen_after_rotation_recovers_on_the_next_feed(
 
 
 # read_tail
+
+
+def test_timestamps_start_every_line_with_the_time_its_chunk_was_read(log_path: Path) -> None:
+    clock = iter([1_000.0, 2_000.5, 3_000.25, 4_000.0])
+    log = Timestamped(RotatingLog(log_path, 1 << 20, 1), now=lambda: next(clock))
+    t1, t2, t3, t4 = (local_timestamp(t).encode() for t in (1_000.0, 2_000.5, 3_000.25, 4_000.0))
+    log.feed(b"one\ntwo\nthree, cut")  # the last line goes on in the next chunk
+    log.feed(b" here\n")
+    log.feed(b"four\n\nsix\n")  # an empty line gets its stamp too
+    log.feed(b"")  # nothing read: no stamp, no clock
+    log.feed(b"seven")
+    log.close()
+    assert log_path.read_bytes() == (
+        t1
+        + b" one\n"
+        + t1
+        + b" two\n"
+        + t1
+        + b" three, cut here\n"
+        + t3
+        + b" four\n"
+        + t3
+        + b" \n"
+        + t3
+        + b" six\n"
+        + t4
+        + b" seven"
+    )
+    assert t2 not in log_path.read_bytes()  # the chunk that only ended a line
+    # ISO 8601, local time, milliseconds, with the offset: sortable and unambiguous.
+    assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", t2)
 
 
 def test_read_tail_reads_across_rotated_files(log_path: Path) -> None:

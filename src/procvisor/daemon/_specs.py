@@ -67,7 +67,9 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
         ),
         health=health,
         limits=s.limits,
-        logs=LogSpec(max_size=s.logs.max_size, backups=s.logs.backups),
+        logs=LogSpec(
+            max_size=s.logs.max_size, backups=s.logs.backups, timestamps=s.logs.timestamps
+        ),
     )
 
 

@@ -742,6 +742,13 @@ class Logs(_Section):
     backups: int = Field(
         default=5, ge=0, description="Rotated files kept per log (oldest deleted). Default 5."
     )
+    timestamps: bool = Field(
+        default=False,
+        description=(
+            "Start every line with the time the daemon read it, in ISO 8601 local time with "
+            "milliseconds ('2026-12-07T19:30:01.123+00:00 '), as PM2's --time. Default false."
+        ),
+    )
 
 
 class SocketSection(_Section):
@@ -931,7 +938,8 @@ class Service(_Section):
         ),
     )
     logs: Logs = Field(
-        default_factory=Logs, description="Log rotation: { max_size = '10M', backups = 5 }."
+        default_factory=Logs,
+        description="Log files: { max_size = '10M', backups = 5, timestamps = false }.",
     )
     watch: Annotated[dict[str, Any], PlainValidator(_watch), _TABLE_SCHEMA] | None = Field(
         default=None,

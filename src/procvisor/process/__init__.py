@@ -12,7 +12,13 @@ from procvisor.process._exitwatch import ExitStatus
 from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
 from procvisor.process._group import group_members, group_pids, start_ticks, stop_group
 from procvisor.process._limits import Limits, format_limit
-from procvisor.process._output import OutputLine, OutputSink, RotatingLog, backup_path
+from procvisor.process._output import (
+    OutputLine,
+    OutputSink,
+    RotatingLog,
+    Timestamped,
+    backup_path,
+)
 from procvisor.process._pipeline import Command, Pipeline, PipelineResult, cmd
 from procvisor.process._reaper import adopted, become_subreaper, reap_orphans
 from procvisor.process._result import Result, Usage, parse_signal, signal_name
@@ -32,6 +38,7 @@ __all__ = [
     "Process",
     "Result",
     "RotatingLog",
+    "Timestamped",
     "Usage",
     "adopted",
     "arun",

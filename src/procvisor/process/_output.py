@@ -3,7 +3,8 @@
 None grows without bound: :class:`TailBuffer` keeps the last ``limit`` bytes and says so
 when it dropped some; :class:`LineQueue` holds at most ``limit`` bytes of lines nobody has
 read yet, dropping the oldest (and counting them) when the reader falls behind;
-:class:`RotatingLog` writes to a file rotated by size, keeping a number of rotated files.
+:class:`RotatingLog` writes to a file rotated by size, keeping a number of rotated files;
+:class:`Timestamped` puts the time each line was read before it, on its way to another sink.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -298,3 +301,44 @@ class RotatingLog:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def local_timestamp(now: float) -> str:
+    """``now`` (Unix time) as ISO 8601 in local time, to the millisecond, with its offset."""
+    return datetime.fromtimestamp(now).astimezone().isoformat(timespec="milliseconds")
+
+
+class Timestamped:
+    """An :class:`OutputSink` that starts every line with the time it was read, then passes
+    the output on to ``sink``: ``2026-12-07T19:30:01.123+00:00 the line``.
+
+    Lines read in one chunk share its time. A line split across chunks gets one stamp, at its
+    start. Each chunk is rewritten with one ``bytes.replace``, so a flood costs a copy, not a
+    Python loop per line.
+
+    Args:
+        sink: where the stamped output goes (a :class:`RotatingLog`, say).
+        now: the clock, for tests; ``time.time`` by default.
+    """
+
+    __slots__ = ("_at_line_start", "_now", "sink")
+
+    def __init__(self, sink: OutputSink, now: Callable[[], float] = time.time) -> None:
+        self.sink = sink
+        self._now = now
+        self._at_line_start = True
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        stamp = local_timestamp(self._now()).encode() + b" "
+        ends_line = data.endswith(b"\n")
+        body = data[:-1] if ends_line else data
+        out = body.replace(b"\n", b"\n" + stamp)
+        if self._at_line_start:
+            out = stamp + out
+        self._at_line_start = ends_line
+        self.sink.feed(out + b"\n" if ends_line else out)
+
+    def close(self) -> None:
+        self.sink.close()

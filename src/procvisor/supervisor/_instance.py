@@ -40,7 +40,7 @@ from procvisor.policy.restart import (
     on_cooldown_elapsed,
 )
 from procvisor.policy.units import format_duration
-from procvisor.process import Process, Result, RotatingLog, spawn
+from procvisor.process import OutputSink, Process, Result, RotatingLog, Timestamped, spawn
 from procvisor.supervisor._hooks import run_hook
 from procvisor.supervisor._observer import Observer
 from procvisor.supervisor._probes import Prober
@@ -463,9 +463,10 @@ class Instance(metaclass=NoPublicConstructor):
         self.pid = None
         return delay
 
-    def _log(self, stream: str) -> RotatingLog:
+    def _log(self, stream: str) -> OutputSink:
         size = self.spec.logs.max_size or sys.maxsize  # 0: never rotate
-        return RotatingLog(self.log_path(stream), size, self.spec.logs.backups)
+        log = RotatingLog(self.log_path(stream), size, self.spec.logs.backups)
+        return Timestamped(log) if self.spec.logs.timestamps else log
 
     async def _wait(self, proc: Process) -> Result:
         try:

@@ -49,10 +49,12 @@ class HookSpec:
 
 @dataclass(frozen=True, slots=True)
 class LogSpec:
-    """Size-based rotation of an instance's stdout and stderr files."""
+    """Size-based rotation of an instance's stdout and stderr files, and whether each line
+    starts with the time it was read."""
 
     max_size: int = 10 * 1024 * 1024
     backups: int = 5
+    timestamps: bool = False
 
 
 @dataclass(frozen=True, slots=True)
