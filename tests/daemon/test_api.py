@@ -82,6 +82,7 @@ class FakeControl:
             "config": "/etc/procvisor.toml",
             "state_dir": "/var/lib/procvisor",
             "started_at": 1700000000.0,
+            "sockets": {"web": "127.0.0.1:8000"},
         }
 
     def status(self, service: str | None) -> list[dict[str, Any]]:
@@ -327,6 +328,7 @@ async def test_info(client: httpx.AsyncClient) -> None:
         "config": "/etc/procvisor.toml",
         "state_dir": "/var/lib/procvisor",
         "started_at": 1700000000.0,
+        "sockets": {"web": "127.0.0.1:8000"},
     }
 
 
