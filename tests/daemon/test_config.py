@@ -82,7 +82,7 @@ def test_example_file_validates() -> None:
     assert worker.stop_signal == signal.SIGINT
     assert worker.hooks.post_stop is not None
     assert worker.hooks.post_stop[:2] == ("python3", "-c")
-    assert job.depends_on == ("worker",)
+    assert job.depends_on == {"worker": "started"}
 
 
 def test_example_job_runs_to_success() -> None:
@@ -154,7 +154,8 @@ async def test_example_web_answers_its_probe() -> None:
         ('user = "1000"', "user", 1000),
         ('user = "www"', "user", "www"),
         ("success_exit_codes = [0, 3]", "success_exit_codes", (0, 3)),
-        ('depends_on = ["web"]', "depends_on", ("web",)),
+        ('depends_on = ["web"]', "depends_on", {"web": "started"}),
+        ('depends_on = { web = "started" }', "depends_on", {"web": "started"}),
     ],
 )
 def test_values_are_normalized(body: str, attribute: str, expected: object) -> None:
@@ -332,7 +333,11 @@ def test_bad_values(body: str, expected: str) -> None:
     [
         ('instances = "2"', "services.web.instances: expected an integer, got a string '2'"),
         ('autostart = "yes"', "services.web.autostart: expected true or false, got a string"),
-        ("depends_on = 'db'", "services.web.depends_on: expected an array, got a string 'db'"),
+        (
+            "depends_on = 'db'",
+            "services.web.depends_on: expected an array of service names or a table of "
+            "name = 'started' | 'healthy', got a string 'db'",
+        ),
         ("backoff = 5", "services.web.backoff: expected a table, got an integer 5"),
         ("env = { A = true }", "services.web.env.A: expected a string, got a boolean true"),
         ("min_uptime = true", "services.web.min_uptime: expected a duration, got a boolean true"),
@@ -451,6 +456,21 @@ def test_unknown_dependency_suggests_a_service() -> None:
 def test_unknown_dependency_lists_the_services() -> None:
     line = only_problem('[services.web]\ncommand = ["x"]\ndepends_on = ["queue"]')
     assert line.endswith("'queue' is not a service; defined services: web")
+
+
+def test_a_healthy_dependency_needs_a_probe_and_a_known_condition() -> None:
+    db = '[services.db]\ncommand = ["x"]\n'
+    probed = db + 'health = { type = "tcp", port = 5432 }\n'
+    app = '[services.app]\ncommand = ["x"]\ndepends_on = { db = "%s" }\n'
+    assert parse_config(probed + app % "healthy").services["app"].depends_on == {"db": "healthy"}
+    assert only_problem(db + app % "healthy") == (
+        "procvisor.toml: services.app.depends_on.db: 'healthy' needs a health probe, and "
+        "[services.db] has none; add [services.db.health] or use 'started'"
+    )
+    assert only_problem(probed + app % "ready") == (
+        "procvisor.toml: services.app.depends_on.db: 'ready' is not accepted; use 'started' "
+        "or 'healthy'"
+    )
 
 
 def test_dependency_cycle_is_named_in_order() -> None:

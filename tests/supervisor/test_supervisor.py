@@ -42,6 +42,7 @@ async def make(tmp_path: Path) -> AsyncIterator[object]:
             await sup.start_all()
         return sup
 
+    factory.made = made  # type: ignore[attr-defined]  # to reach a supervisor still starting
     yield factory
     for sup, store in made:
         await sup.stop_all()
@@ -239,6 +240,51 @@ async def test_dependencies_start_first_and_stop_last(make, tmp_path: Path) -> N
     ]
     await sup.stop(["all"])
     assert order.read_text().split()[4:] == ["stop", "app", "stop", "db"]
+
+
+async def test_a_dependent_waits_for_its_dependency_to_be_healthy(make, tmp_path) -> None:
+    ready = tmp_path / "ready"
+    # db's probe passes only once the test says so; app is spawned only after that.
+    probe = ProbeSpec(type="exec", command=("test", "-e", str(ready)), interval=0.05, timeout=2.0)
+    starting = asyncio.ensure_future(
+        make(
+            spec("app", depends_on=("db",), wait_healthy=("db",)),
+            spec("db", instances=2, health=probe),
+        )
+    )
+    sup = (await await_for(lambda: make.made, timeout=10))[-1][0]
+    await await_for(lambda: by_name(sup)["db:1"]["state"] == "running", timeout=10)
+    await asyncio.sleep(0)  # nothing to wait for: app must not start while db is unhealthy
+    assert by_name(sup)["app:0"]["state"] == "stopped" and not starting.done()
+    ready.touch()
+    await asyncio.wait_for(starting, 20)
+    rows = by_name(sup)
+    assert rows["app:0"]["state"] == "running"
+    assert rows["db:0"]["health"] == rows["db:1"]["health"] == "healthy"
+    started = [m for k, m in events(sup) if k == "start"]
+    assert started[-1] == f"started, pid {rows['app:0']['pid']}"  # after both db instances
+
+
+async def test_a_dependency_that_never_turns_healthy_leaves_the_dependent_stopped(make) -> None:
+    never = ProbeSpec(
+        type="exec", command=("false",), interval=0.05, timeout=1.0, failure_threshold=1
+    )
+    sup = await make(
+        spec("app", depends_on=("db",), wait_healthy=("db",)),
+        # Fatal at once (exits 3 at start, no restarts): waiting ends without a timeout.
+        spec(
+            "db",
+            (PY, "-c", "raise SystemExit(3)"),
+            health=never,
+            restart=RestartPolicy(max_restarts=0, backoff=FAST),
+        ),
+    )
+    await await_for(lambda: by_name(sup)["db:0"]["state"] == "fatal", timeout=20)
+    assert by_name(sup)["app:0"]["state"] == "stopped"
+    assert (
+        "not-started",
+        "not started: db:0 is fatal instead of healthy, and app waits for it to be healthy",
+    ) in events(sup, "app")
 
 
 async def test_reload_applies_only_the_difference(make) -> None:

@@ -54,7 +54,8 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
         ),
         stop_signal=s.stop_signal,
         stop_timeout=s.stop_timeout,
-        depends_on=s.depends_on,
+        depends_on=tuple(s.depends_on),
+        wait_healthy=tuple(n for n, condition in s.depends_on.items() if condition == "healthy"),
         sockets=tuple((n, str(config.sockets[n].address)) for n in s.sockets),
         autostart=s.autostart,
         hooks=HookSpec(

@@ -251,6 +251,20 @@ def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _dependencies(value: Any) -> Any:
+    """``depends_on`` as ``{name: condition}``: an array means every name is ``started``."""
+    if isinstance(value, list | tuple):
+        if all(isinstance(name, str) for name in value):
+            return dict.fromkeys(value, "started")
+        raise _problem(f"expected an array of service names, got {_got(value)}")
+    if isinstance(value, dict):
+        return value
+    raise _problem(
+        f"expected an array of service names or a table of name = 'started' | 'healthy', "
+        f"got {_got(value)}"
+    )
+
+
 def _one_or_many(value: Any) -> Any:
     """A string stands for an array of one; arrays become tuples (see :func:`_tuple`)."""
     return (value,) if isinstance(value, str) else _tuple(value)
@@ -885,9 +899,25 @@ class Service(_Section):
         default=10.0,
         description="Grace time after stop_signal before SIGKILL to the group. Default '10s'.",
     )
-    depends_on: Annotated[tuple[str, ...], BeforeValidator(_tuple)] = Field(
-        default=(),
-        description=("Services started before this one and stopped after it. Default: none."),
+    depends_on: Annotated[
+        dict[str, Literal["started", "healthy"]],
+        BeforeValidator(_dependencies),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "array", "items": _STRING},
+                    {"type": "object", "additionalProperties": {"enum": ["started", "healthy"]}},
+                ]
+            }
+        ),
+    ] = Field(
+        default_factory=dict,
+        description=(
+            "Services started before this one and stopped after it: an array of names (each "
+            "started first), or a table of name = 'started' | 'healthy' ('healthy': every "
+            "instance of it passed its health probe first, as docker compose's "
+            "condition: service_healthy). Default: none."
+        ),
     )
     sockets: Annotated[tuple[str, ...], BeforeValidator(_tuple)] = Field(
         default=(),
@@ -1305,11 +1335,22 @@ class Config(_Section):
     @model_validator(mode="after")
     def _dependencies_resolve(self) -> Config:
         problems = _dependency_problems(
-            {name: service.depends_on for name, service in self.services.items()}
+            {name: tuple(service.depends_on) for name, service in self.services.items()}
         )
         if problems:
             first = problems[0]
             raise _problem(first.message, *first.keys)
+        for name, service in self.services.items():
+            for dependency, condition in service.depends_on.items():
+                if condition == "healthy" and self.services[dependency].health is None:
+                    raise _problem(
+                        f"'healthy' needs a health probe, and [services.{dependency}] has "
+                        f"none; add [services.{dependency}.health] or use 'started'",
+                        "services",
+                        name,
+                        "depends_on",
+                        dependency,
+                    )
         return self
 
     @model_validator(mode="after")
@@ -1422,7 +1463,7 @@ def _raw_dependency_graph(raw: Mapping[str, Any]) -> dict[str, list[str]] | None
     graph: dict[str, list[str]] = {}
     for name, table in services.items():
         depends_on = table.get("depends_on", []) if isinstance(table, dict) else []
-        if not isinstance(depends_on, list):
+        if not isinstance(depends_on, list | dict):
             depends_on = []
         graph[name] = [d for d in depends_on if isinstance(d, str)]
     return graph

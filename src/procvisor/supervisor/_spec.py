@@ -74,6 +74,9 @@ class ServiceSpec:
     stop_signal: int = _signal.SIGTERM
     stop_timeout: float = 10.0
     depends_on: tuple[str, ...] = ()
+    wait_healthy: tuple[str, ...] = ()
+    """Of ``depends_on``, those whose instances must all be healthy (not only running) before
+    this service starts."""
     sockets: tuple[tuple[str, str], ...] = ()
     """``(name, address)`` of the listening sockets the instances get as fds 3, 4, ...; the
     supervisor is given each name's fd, and the address tells a moved socket apart."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from procvisor.process import group_pids, start_ticks, stop_group
 from procvisor.store import InstanceRecord, Store
-from procvisor.supervisor._instance import Instance
+from procvisor.supervisor._instance import Instance, State
 from procvisor.supervisor._observer import NullObserver, Observer
 from procvisor.supervisor._probes import Prober
 from procvisor.supervisor._spec import ServiceSpec
@@ -59,6 +59,18 @@ class _Service:
     def __init__(self, spec: ServiceSpec) -> None:
         self.spec = spec
         self.instances: list[Instance] = []
+
+
+def _ready_timeout(spec: ServiceSpec) -> float:
+    """How long an instance of ``spec`` may take to be ready: 10 s to run, and, with a probe,
+    its start period and enough probes to pass (or fail) its thresholds."""
+    health = spec.health
+    timeout = 10.0
+    if health is not None:
+        timeout += health.start_period + health.interval * (
+            health.success_threshold + health.failure_threshold
+        )
+    return timeout
 
 
 def start_levels(specs: Mapping[str, ServiceSpec], names: Iterable[str]) -> list[list[str]]:
@@ -197,8 +209,32 @@ class Supervisor:
 
     async def _start_services(self, names: Sequence[str]) -> None:
         for level in start_levels(self.specs, names):
-            insts = [i for n in level for i in self._services[n].instances]
-            await asyncio.gather(*(i.start() for i in insts))
+            await asyncio.gather(
+                *(self._start_instances(n, self._services[n].instances) for n in level)
+            )
+
+    async def _start_instances(self, name: str, insts: Sequence[Instance]) -> None:
+        """Start ``insts`` of service ``name`` once the dependencies it waits on are healthy.
+
+        A dependency that is not healthy in time leaves them stopped, with an event saying
+        which instance held them back (``procvisor start`` tries again).
+        """
+        spec = self._services[name].spec
+        for dependency in spec.wait_healthy:
+            for inst in self._services[dependency].instances:
+                if not await inst.wait_ready(_ready_timeout(inst.spec)):
+                    state = inst.state.value
+                    if inst.state is State.RUNNING and inst.health is not None:
+                        state = inst.health.health.value  # health counts while it runs
+                    self.emit(
+                        name,
+                        None,
+                        "not-started",
+                        f"not started: {inst.name} is {state} instead of healthy, and "
+                        f"{name} waits for it to be healthy",
+                    )
+                    return
+        await asyncio.gather(*(i.start() for i in insts))
 
     async def _stop_services(self, names: Sequence[str], only: set[str] | None = None) -> None:
         for level in reversed(start_levels(self.specs, names)):
@@ -231,7 +267,12 @@ class Supervisor:
         names = {i.name for i in insts}
         for level in start_levels(self.specs, self._services_of(insts)):
             await asyncio.gather(
-                *(i.start() for n in level for i in self._services[n].instances if i.name in names)
+                *(
+                    self._start_instances(
+                        n, [i for i in self._services[n].instances if i.name in names]
+                    )
+                    for n in level
+                )
             )
         return [i.name for i in insts]
 
@@ -249,13 +290,7 @@ class Supervisor:
             return [i.name for i in insts]
         for inst in insts:
             await inst.restart()
-            health = inst.spec.health
-            timeout = 10.0
-            if health is not None:
-                timeout += health.start_period + health.interval * (
-                    health.success_threshold + health.failure_threshold
-                )
-            if not await inst.wait_ready(timeout):
+            if not await inst.wait_ready(_ready_timeout(inst.spec)):
                 raise RuntimeError(
                     f"rolling restart stopped at {inst.name}: it is {inst.state.value}"
                     + (f" ({inst.reason})" if inst.reason else "")
