@@ -348,3 +348,54 @@ def test_logs_with_timestamps_start_each_line_with_its_time(workdir, daemons) ->
     lines = cli(workdir, "logs", "talker").stdout.splitlines()
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
     assert [re.fullmatch(rf"{stamp} (\w+)", line).group(1) for line in lines] == ["one", "two"]
+
+
+def _waits_for_healthy_db(workdir: Path) -> None:
+    write_config(
+        workdir,
+        f"""
+        [services.db]
+        command = {SLEEPER}
+        stop_timeout = "5s"
+
+        [services.db.health]
+        type = "exec"
+        command = ["test", "-e", "ready"]
+        interval = "100ms"
+        start_period = "60s"
+
+        [services.app]
+        command = {SLEEPER}
+        depends_on = {{ db = "healthy" }}
+        """,
+    )
+
+
+def _db_up_app_waiting(workdir: Path) -> bool:
+    out = cli(workdir, "status", "--json")
+    if out.returncode != 0:
+        return False
+    rows = {row["name"]: row for row in json.loads(out.stdout)}
+    return rows["db:0"]["state"] == "running" and rows["app:0"]["state"] == "stopped"
+
+
+def test_while_a_service_waits_for_a_healthy_dependency_the_api_serves(workdir, daemons) -> None:
+    _waits_for_healthy_db(workdir)
+    d = Daemon(workdir)
+    daemons.append(d)
+    wait_for(lambda: _db_up_app_waiting(workdir), timeout=20)
+    (workdir / "ready").touch()
+    rows = wait_for(lambda: all_running(workdir, {"db:0", "app:0"}), timeout=20)
+    assert rows["db:0"]["health"] == "healthy"
+
+
+def test_a_stop_ends_the_wait_for_a_healthy_dependency(workdir, daemons) -> None:
+    _waits_for_healthy_db(workdir)
+    d = Daemon(workdir)
+    daemons.append(d)
+    wait_for(lambda: _db_up_app_waiting(workdir), timeout=20)
+    db = status(workdir)["db:0"]["pid"]
+    code, err = d.stop()  # SIGTERM: no waiting out the dependency's start_period
+    assert code == 0, err
+    assert "all services stopped; bye" in err
+    assert not pid_alive(db)

@@ -60,6 +60,10 @@ class DaemonError(Exception):
     """The daemon cannot start; the message is one line saying why and what to do."""
 
 
+START_BEFORE_API = 1.0
+"""Seconds the services may take to start before the API is served anyway (a service
+waiting for a dependency's health can take much longer)."""
+
 _SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
 
 
@@ -331,11 +335,38 @@ class Daemon:
 
     # -- the main coroutine -----------------------------------------------------------------
 
+    async def _start_services(self) -> None:
+        assert self.supervisor is not None
+        async with self._ops:  # a reload waits for the start to end
+            await self.supervisor.start_all()
+
+    async def _serve_api(self) -> Any:
+        """Import the API (about half a second) and serve it on the socket (and TCP)."""
+        from procvisor.daemon._api import create_app  # noqa: PLC0415 - see run()
+        from procvisor.daemon._server import ApiServer  # noqa: PLC0415
+        from procvisor.daemon._token import load_or_create_token, token_path  # noqa: PLC0415
+
+        control = Control(self)
+        http = self.config.daemon.http
+        http_app = None
+        if http is not None:
+            token = load_or_create_token(token_path(self.config, self.state_dir))
+            http_app = create_app(control, token=token)
+        server = ApiServer(
+            self.state_dir / SOCKET_NAME,
+            create_app(control),
+            http=(http.host, http.port) if http is not None else None,
+            http_app=http_app,
+        )
+        await server.start()
+        return server
+
     async def run(self, ready: Callable[[str | None], None]) -> int:
         """Run until asked to stop; call ``ready(None)`` once serving, ``ready(error)`` if not.
 
-        The services start before the API is imported and served: FastAPI and uvicorn take
-        about half a second to import, and the services should not wait for them.
+        The services start before the API is imported and served (FastAPI and uvicorn take
+        about half a second to import, and the services should not wait for them), unless
+        starting them takes longer than ``START_BEFORE_API``.
         """
         loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -370,44 +401,47 @@ class Daemon:
                 self.listeners.apply(self.config.sockets)
             except SocketError as exc:
                 raise DaemonError(str(exc)) from None
-            await self.supervisor.start_all()
-            await self.pools.apply(self.config.pools)
-            await self._start_jobs()
-            monitoring = await self._start_monitoring()
-
-            from procvisor.daemon._api import create_app  # noqa: PLC0415 - see above
-            from procvisor.daemon._server import ApiServer  # noqa: PLC0415
-            from procvisor.daemon._token import load_or_create_token, token_path  # noqa: PLC0415
-
-            control = Control(self)
-            http = self.config.daemon.http
-            http_app = None
-            if http is not None:
-                token = load_or_create_token(token_path(self.config, self.state_dir))
-                http_app = create_app(control, token=token)
-            server = ApiServer(
-                self.state_dir / SOCKET_NAME,
-                create_app(control),
-                http=(http.host, http.port) if http is not None else None,
-                http_app=http_app,
-            )
-            await server.start()
-            ready(None)
-            self._systemd.ready(f"{len(self.config.services)} services")
-            if self._systemd.watchdog_interval is not None:
-                pings = loop.create_task(self._watchdog(self._systemd.watchdog_interval))
-                self._tasks.add(pings)
-            log.info(
-                "procvisor %s up: %d services, API on %s",
-                __version__,
-                len(self.config.services),
-                self.state_dir / SOCKET_NAME,
-            )
+            # Services first: FastAPI and uvicorn take about half a second to import. But a
+            # service that waits for a dependency to be healthy can hold the start for much
+            # longer; then the API serves meanwhile (status shows the wait), and a stop
+            # request ends the wait.
+            starting = loop.create_task(self._start_services())
+            stop_asked = loop.create_task(self._stop.wait())
+            try:
+                first = asyncio.FIRST_COMPLETED
+                await asyncio.wait(
+                    {starting, stop_asked}, timeout=START_BEFORE_API, return_when=first
+                )
+                server = await self._serve_api()
+                await asyncio.wait({starting, stop_asked}, return_when=first)
+            finally:
+                stop_asked.cancel()
+                if not starting.done():
+                    await _cancel(starting)
+            if not starting.cancelled():
+                starting.result()  # its error, if any
+            monitoring: asyncio.Task[None] | None = None
+            if not self._stop.is_set():
+                await self.pools.apply(self.config.pools)
+                await self._start_jobs()
+                monitoring = await self._start_monitoring()
+                ready(None)
+                self._systemd.ready(f"{len(self.config.services)} services")
+                if self._systemd.watchdog_interval is not None:
+                    pings = loop.create_task(self._watchdog(self._systemd.watchdog_interval))
+                    self._tasks.add(pings)
+                log.info(
+                    "procvisor %s up: %d services, API on %s",
+                    __version__,
+                    len(self.config.services),
+                    self.state_dir / SOCKET_NAME,
+                )
             while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), SOCKET_CHECK_INTERVAL)
                 await server.check()
-            await _cancel(monitoring)  # throttled groups run again before they are stopped
+            if monitoring is not None:
+                await _cancel(monitoring)  # throttled groups run again before they are stopped
             async with self._ops:
                 await asyncio.gather(
                     self.supervisor.stop_all(), self.pools.close(), self._stop_jobs()
