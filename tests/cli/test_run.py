@@ -229,6 +229,30 @@ def test_env_adds_to_the_inherited_environment(monkeypatch) -> None:
     assert json.loads(result.stdout)["stdout"] == "outer|x=y|"
 
 
+def test_env_files_apply_in_order_and_env_wins(tmp_path) -> None:
+    (tmp_path / "a.env").write_text("A=from-a\nB=from-a\nC=from-a\n")
+    (tmp_path / "b.env").write_text("export B='from b'\n")
+    script = 'printf "%s|%s|%s" "$A" "$B" "$C"'
+    args = ["--env-file", str(tmp_path / "a.env"), "--env-file", str(tmp_path / "b.env")]
+    result = invoke("--json", *args, "--env", "C=cli", "--", "sh", "-c", script)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stdout"] == "from-a|from b|cli"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), ("A=1\nnot an assignment\n", "line 2: expected KEY=VALUE")],
+)
+def test_a_bad_env_file_is_one_line_naming_the_file_and_line(tmp_path, content, message) -> None:
+    path = tmp_path / "x.env"
+    if content is not None:
+        path.write_text(content)
+    result = invoke("--env-file", str(path), "--", "true")
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "'--env-file'" in line and f"{path}: {message}" in line
+
+
 def test_cwd(tmp_path) -> None:
     result = invoke("--json", "--cwd", str(tmp_path), "--", "pwd")
     assert result.exit_code == 0

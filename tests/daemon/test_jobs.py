@@ -40,7 +40,8 @@ def up(workdir: Path, daemons: list[Daemon], body: str = CONFIG) -> Daemon:
 
 def test_a_jobs_secrets_are_redacted_where_it_is_shown(workdir, daemons) -> None:
     up(workdir, daemons)
-    secret = ["--env", "API_TOKEN=hunter2", "--env", "MODE=fast"]
+    (workdir / "job.env").write_text("API_TOKEN=hunter2\nMODE=slow\n")
+    secret = ["--env-file", "job.env", "--env", "MODE=fast"]  # --env wins over the file
     waited = cli(workdir, "submit", "--wait", *secret, "--", "sh", "-c", "echo $API_TOKEN")
     assert waited.stdout == "hunter2\n"  # the job itself gets the value
     job_id = json.loads(cli(workdir, "jobs", "--json").stdout)[0]["id"]

@@ -28,7 +28,7 @@ from procvisor.cli._control import (
     _table,
     listing_group,
 )
-from procvisor.cli._run import UsageLine, _EnvVar
+from procvisor.cli._run import UsageLine, _EnvVar, env_file_option, merged_env
 
 __all__ = ["JOB_COMMANDS", "format_job", "format_jobs", "format_schedules", "schedules_group"]
 
@@ -201,6 +201,7 @@ def _array_specs(spec: dict[str, Any], indexes: list[int]) -> list[dict[str, Any
 )
 @click.option("--depends-on", multiple=True, metavar="ID,...", help="Run after these succeed.")
 @click.option("--env", multiple=True, type=_EnvVar(), help="KEY=VALUE for the job's environment.")
+@env_file_option("A file of KEY=VALUE lines for the job's environment (--env wins).")
 @click.option("--cwd", help="Directory to run in.")
 @click.option("--preemptible", is_flag=True, help="A waiting higher-priority job may preempt it.")
 @click.option("--hold", is_flag=True, help="Hold it: it does not start until procvisor release.")
@@ -251,8 +252,9 @@ def submit(config_file: str | None, **opts: Any) -> None:
         spec["retries"] = opts["retries"]
     if opts["depends_on"]:
         spec["depends_on"] = _ids(opts["depends_on"], "--depends-on")
-    if opts["env"]:
-        spec["env"] = dict(opts["env"])
+    env = merged_env(opts["env_files"], opts["env"])
+    if env:
+        spec["env"] = env
     if opts["preemptible"]:
         spec["preemptible"] = True
     if indexes is not None:

@@ -218,6 +218,42 @@ class _EnvVar(_ParamType):
         return (key, text)
 
 
+class _EnvFile(_ParamType):
+    """A file of ``KEY=VALUE`` lines (``env_file``'s format), read into its pairs."""
+
+    name = "FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        from pathlib import Path  # noqa: PLC0415 - only when the option is given
+
+        from procvisor.daemon._envfile import EnvFileError, read_env_files  # noqa: PLC0415
+
+        try:
+            return tuple(read_env_files([Path(value)]).items())
+        except EnvFileError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def env_file_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--env-file FILE`` (repeatable), for ``run`` and ``submit``."""
+    return click.option(
+        "--env-file", "env_files", type=_EnvFile(), multiple=True, metavar="FILE", help=help
+    )
+
+
+def merged_env(
+    env_files: tuple[tuple[tuple[str, str], ...], ...], env: tuple[tuple[str, str], ...]
+) -> dict[str, str]:
+    """The variables of the ``--env-file`` files in order, then ``--env`` over them."""
+    merged: dict[str, str] = {}
+    for pairs in env_files:
+        merged.update(pairs)
+    merged.update(env)
+    return merged
+
+
 @dataclass(frozen=True, slots=True)
 class RunRequest:
     """Everything ``procvisor run`` was asked to do, parsed and checked."""
@@ -435,6 +471,7 @@ Examples:
     metavar="KEY=VALUE",
     help="Set an environment variable for the command (repeatable).",
 )
+@env_file_option("Set the variables of a file of KEY=VALUE lines (repeatable; --env wins).")
 @click.option(
     "--grace",
     type=_Duration(positive=False),
@@ -467,6 +504,7 @@ def run_command(
     processes: int | None,
     cwd: str | None,
     env: tuple[tuple[str, str], ...],
+    env_files: tuple[tuple[tuple[str, str], ...], ...],
     grace: float,
     shell: bool,
     as_json: bool,
@@ -497,7 +535,7 @@ def run_command(
         timeout=timeout,
         limits=limits,
         cwd=cwd,
-        env=dict(env) if env else None,
+        env=merged_env(env_files, env) or None,
         grace=grace,
         shell=shell,
         as_json=as_json,
