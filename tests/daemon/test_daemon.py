@@ -399,3 +399,23 @@ def test_a_stop_ends_the_wait_for_a_healthy_dependency(workdir, daemons) -> None
     assert code == 0, err
     assert "all services stopped; bye" in err
     assert not pid_alive(db)
+
+
+def test_logs_without_a_name_shows_every_instance(workdir, daemons) -> None:
+    write_config(
+        workdir,
+        f"""
+        [services.a]
+        command = ["{sys.executable}", "-c", "{TALK}"]
+
+        [services.b]
+        command = ["{sys.executable}", "-c", "{TALK}"]
+        instances = 2
+        """,
+    )
+    d = Daemon(workdir)
+    daemons.append(d)
+    expected = {f"{name} | {word}" for name in ("a:0", "b:0", "b:1") for word in ("one", "two")}
+    wait_for(lambda: set(cli(workdir, "logs").stdout.splitlines()) == expected, timeout=20)
+    both = cli(workdir, "logs", "a", "--job", "1")
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -356,14 +356,17 @@ def logs(
 ) -> None:
     """Print (and follow) the output of SVC, or of a job (--job ID).
 
-    SVC is a service (all its instances) or one instance (web:1). With several instances,
-    each line is prefixed by its instance ('web:0 | ...'). A job's stdout and stderr are in
-    one log. With -f, Ctrl-C ends it with status 130.
+    SVC is a service (all its instances), one instance (web:1), or 'all', the default: every
+    instance of every service, as docker compose logs does. With several instances, each
+    line is prefixed by its instance ('web:0 | ...'). A job's stdout and stderr are in one
+    log. With -f, Ctrl-C ends it with status 130.
     """
-    if (target is None) == (job_id is None):
-        raise UsageLine("name a service (SVC) or a job (--job ID), one of them")
+    if target is not None and job_id is not None:
+        raise UsageLine("name a service (SVC) or a job (--job ID), not both")
     if job_id is not None:
         target = f"job:{job_id}"
+    elif target is None:
+        target = "all"
     params = {
         "target": target,
         "stream": "stderr" if use_stderr else "stdout",
