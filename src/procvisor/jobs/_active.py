@@ -19,7 +19,6 @@ __all__ = [
     "FitCandidate",
     "describe_exit",
     "local_time",
-    "next_fire",
     "on_monotonic",
 ]
 
@@ -46,14 +45,6 @@ def describe_exit(result: Result) -> str:
     if result.signal is not None:
         return f"killed by {result.signal}"
     return f"exited with code {result.returncode}"
-
-
-def next_fire(cron: str, after: float) -> float:
-    """The first fire time of ``cron`` after ``after`` (wall clock, local time zone)."""
-    from croniter import croniter  # noqa: PLC0415 - see JobSpec's cron check
-
-    start = datetime.fromtimestamp(after).astimezone()
-    return float(croniter(cron, start).get_next(float))
 
 
 class ActiveJob:

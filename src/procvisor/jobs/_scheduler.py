@@ -59,7 +59,6 @@ from procvisor.jobs._active import (
     FitCandidate,
     describe_exit,
     local_time,
-    next_fire,
     on_monotonic,
 )
 from procvisor.jobs._config import JobsConfig, QuotaMap
@@ -86,6 +85,7 @@ from procvisor.policy.admission import (
     decide_preemption,
     decide_starts,
 )
+from procvisor.policy.cron import next_fire
 from procvisor.policy.jobqueue import JobQueue
 from procvisor.policy.jobstate import TERMINAL_STATES, JobState, check_transition, retry_delay
 from procvisor.policy.units import format_duration

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from procvisor.policy.admission import Requests, parse_requests, parse_timeout
+from procvisor.policy.cron import check_cron
 from procvisor.policy.jobqueue import DEFAULT_TENANT
 from procvisor.policy.jobstate import parse_backoff
 from procvisor.policy.taskqueue import Priority, parse_priority
@@ -26,10 +27,6 @@ OVERLAP_POLICIES = ("skip", "allow")
 _DEFAULT_REQUESTS = Requests()
 _DEFAULT_BACKOFF = (1.0, 60.0)
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/-]{0,127}$")
-_CRON_FORMS = (
-    "5 fields (minute hour day-of-month month day-of-week), e.g. '*/5 * * * *', or 6 with "
-    "seconds last, e.g. '* * * * * */10'"
-)
 
 
 def parse_when(
@@ -191,12 +188,7 @@ class JobSpec:
         put(self, "deadline", parse_when(self.deadline, field="deadline"))
         put(self, "not_before", parse_when(self.not_before, field="not_before"))
         if self.cron is not None:
-            # croniter (and dateutil) load with the first cron job, not with every daemon.
-            from croniter import croniter  # noqa: PLC0415
-
-            if not isinstance(self.cron, str) or not croniter.is_valid(self.cron.strip()):
-                raise ValueError(f"cron: {self.cron!r} is not a cron expression; use {_CRON_FORMS}")
-            put(self, "cron", " ".join(self.cron.split()))
+            put(self, "cron", check_cron(self.cron, field="cron"))
             for name in ("deadline", "not_before", "depends_on"):
                 if getattr(self, name):
                     raise ValueError(
