@@ -458,6 +458,16 @@ def test_unknown_dependency_lists_the_services() -> None:
     assert line.endswith("'queue' is not a service; defined services: web")
 
 
+def test_restart_cron_takes_a_cron_expression() -> None:
+    config = service('restart_cron = "0  4 * * *"')
+    assert config.services["web"].restart_cron == "0 4 * * *"
+    assert only_problem('[services.web]\ncommand = ["x"]\nrestart_cron = "every night"') == (
+        "procvisor.toml: services.web.restart_cron: 'every night' is not a cron expression; "
+        "use 5 fields (minute hour day-of-month month day-of-week), e.g. '*/5 * * * *', or 6 "
+        "with seconds last, e.g. '* * * * * */10'"
+    )
+
+
 def test_a_healthy_dependency_needs_a_probe_and_a_known_condition() -> None:
     db = '[services.db]\ncommand = ["x"]\n'
     probed = db + 'health = { type = "tcp", port = 5432 }\n'

@@ -287,6 +287,32 @@ async def test_a_dependency_that_never_turns_healthy_leaves_the_dependent_stoppe
     ) in events(sup, "app")
 
 
+async def test_restart_cron_restarts_the_running_instances_on_schedule(make) -> None:
+    sup = await make(spec("leaky", instances=2, restart_cron="* * * * * */1"), spec("idle"))
+    first = {n: r["pid"] for n, r in by_name(sup).items()}
+    # Every second: both instances get new pids, one after the other; idle is untouched.
+    changed = await await_for(
+        lambda: (
+            (now := {n: r["pid"] for n, r in by_name(sup).items()})
+            and all(now[n] not in (None, first[n]) for n in ("leaky:0", "leaky:1"))
+            and now
+        ),
+        timeout=20,
+    )
+    assert changed["idle:0"] == first["idle:0"]
+    assert ("cron-restart", "restart on schedule '* * * * * */1'") in events(sup, "leaky")
+    # A stopped service is not started by its schedule.
+    await sup.stop(["leaky"])
+    stopped_at = len(events(sup, "leaky"))
+    # Nothing may happen, which only a window of time can show: two fire times pass.
+    await asyncio.sleep(2.5)
+    assert [r["state"] for n, r in by_name(sup).items() if n.startswith("leaky")] == [
+        "stopped",
+        "stopped",
+    ]
+    assert len(events(sup, "leaky")) == stopped_at
+
+
 async def test_reload_applies_only_the_difference(make) -> None:
     sup = await make(spec("keep"), spec("change"), spec("drop"), spec("grow"))
     before = by_name(sup)

@@ -52,6 +52,7 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
             restart_window=s.restart_window,
             cooldown=s.cooldown,
         ),
+        restart_cron=s.restart_cron,
         stop_signal=s.stop_signal,
         stop_timeout=s.stop_timeout,
         depends_on=tuple(s.depends_on),

@@ -69,6 +69,7 @@ from procvisor.daemon._files import (
     default_state_dir,
     find_config,
 )
+from procvisor.policy.cron import check_cron
 from procvisor.policy.units import (
     DURATION_FORMS,
     SIZE_FORMS,
@@ -322,6 +323,10 @@ def _octal(value: Any, what: str, example: str) -> int:
     if not 0 <= number <= 0o777:
         raise _problem(f"{_toml_repr(value)} is not a {what} (0 to 0o777); {accepted}")
     return number
+
+
+def _cron(value: Any, info: ValidationInfo) -> str:
+    return _parsed(check_cron, value, info, (str,), "expected a cron expression, got {got}")
 
 
 def _umask(value: Any) -> int:
@@ -890,6 +895,14 @@ class Service(_Section):
     cooldown: Duration = Field(
         default=300.0,
         description="Time a fatal service waits before one half-open attempt. Default '5m'.",
+    )
+    restart_cron: Annotated[str, PlainValidator(_cron), WithJsonSchema(_STRING)] | None = Field(
+        default=None,
+        description=(
+            "Restart the running instances on this cron schedule, one at a time, each ready "
+            "before the next (PM2's cron_restart), e.g. '0 4 * * *': for a program that "
+            "leaks. 5 fields, or 6 with seconds last; local time. Default: never."
+        ),
     )
     stop_signal: Signal = Field(
         default=15,

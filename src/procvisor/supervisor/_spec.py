@@ -71,6 +71,8 @@ class ServiceSpec:
     group: str | int | None = None
     umask: int | None = None
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    restart_cron: str | None = None
+    """A cron expression: its running instances are restarted on it, rolling."""
     stop_signal: int = _signal.SIGTERM
     stop_timeout: float = 10.0
     depends_on: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from procvisor.policy.cron import next_fire
 from procvisor.process import group_pids, start_ticks, stop_group
 from procvisor.store import InstanceRecord, Store
 from procvisor.supervisor._instance import Instance, State
@@ -59,6 +60,12 @@ class _Service:
     def __init__(self, spec: ServiceSpec) -> None:
         self.spec = spec
         self.instances: list[Instance] = []
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """A loop of the supervisor ended with an error, not a cancellation: say so, loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s ended: %r", task.get_name(), task.exception())
 
 
 def _ready_timeout(spec: ServiceSpec) -> float:
@@ -112,6 +119,7 @@ class Supervisor:
         self._prober = Prober()
         self._services: dict[str, _Service] = {}
         self._ps: dict[int, psutil.Process] = {}
+        self._crons: dict[str, asyncio.Task[None]] = {}  # restart_cron loops, by service
         for spec in specs:
             self._services[spec.name] = _Service(spec)
         log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -204,8 +212,39 @@ class Supervisor:
         for svc in self._services.values():
             while len(svc.instances) < svc.spec.instances:
                 svc.instances.append(self._new_instance(svc.spec, len(svc.instances)))
+        for name in self._services:
+            self._arm_cron(name)
         auto = [n for n, svc in self._services.items() if svc.spec.autostart]
         await self._start_services(auto)
+
+    # -- scheduled restarts -----------------------------------------------------------------
+
+    def _arm_cron(self, name: str) -> None:
+        """(Re)start the restart_cron loop of service ``name``, if it has a schedule."""
+        self._disarm_cron(name)
+        cron = self._services[name].spec.restart_cron
+        if cron is not None:
+            task = asyncio.create_task(self._cron_restarts(name, cron), name=f"cron {name}")
+            task.add_done_callback(_log_failure)
+            self._crons[name] = task
+
+    def _disarm_cron(self, name: str) -> None:
+        task = self._crons.pop(name, None)
+        if task is not None:
+            task.cancel()  # a restart in progress stops where it is; stop() finishes it
+
+    async def _cron_restarts(self, name: str, cron: str) -> None:
+        """Restart the running instances of ``name`` at each fire time of ``cron``, rolling."""
+        while True:
+            await asyncio.sleep(max(0.0, next_fire(cron, time.time()) - time.time()))
+            running = [i.name for i in self._services[name].instances if i.active]
+            if not running:
+                continue
+            self.emit(name, None, "cron-restart", f"restart on schedule {cron!r}")
+            try:
+                await self.restart(running, rolling=True)
+            except (RuntimeError, LookupError) as exc:
+                self.emit(name, None, "cron-restart-failed", str(exc))
 
     async def _start_services(self, names: Sequence[str]) -> None:
         for level in start_levels(self.specs, names):
@@ -248,6 +287,10 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         """Stop every instance, dependents before their dependencies; then close."""
+        crons = list(self._crons.values())
+        for name in list(self._crons):
+            self._disarm_cron(name)
+        await asyncio.gather(*crons, return_exceptions=True)  # gone before anything stops
         await self._stop_services(list(self._services))
         for svc in self._services.values():
             for inst in svc.instances:
@@ -339,6 +382,8 @@ class Supervisor:
                 scaled.append(name)
             else:
                 changed.append(name)
+        for name in [*removed, *changed]:
+            self._disarm_cron(name)
         # Stop what goes away or changes (dependents first), then start in dependency order.
         await self._stop_services([*removed, *changed])
         for name in removed:
@@ -363,6 +408,7 @@ class Supervisor:
         for name in [*added, *changed]:
             svc = self._services[name]
             svc.instances = [self._new_instance(svc.spec, i) for i in range(svc.spec.instances)]
+            self._arm_cron(name)
         to_start = [n for n in added if new[n].autostart]
         to_start += [n for n in changed if new[n].autostart or running_before[n]]
         await self._start_services(to_start)
