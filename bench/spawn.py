@@ -13,9 +13,11 @@ async   all N coroutines created up front, an asyncio.Semaphore(c) bounds those 
           asyncio.create_subprocess_exec("true") + wait(), asyncio's default child watcher
           the same with asyncio.PidfdChildWatcher, and with stdout/stderr=PIPE + communicate()
           await procvisor.arun(["true"])
-limits  what one kernel limit, Limits(open_files=1024), costs per spawn:
+limits  what one limit costs per spawn, Limits(open_files=1024) unless named:
           procvisor.run, default mechanism (exec trampoline through util-linux prlimit(1))
           procvisor.run, preexec_fn fallback (forced by hiding prlimit(1); a full fork)
+          procvisor.run, Limits(processes=64) by a pids cgroup (where one can be made), and
+            as root without one (sampled every 0.1 s)
           reference: subprocess.run(preexec_fn=lambda: None) (a full fork), and
           os.posix_spawn + prlimit(2) on the new pid (racy: the child may run unlimited)
 """
@@ -35,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 import procvisor
 from bench._report import Report, Sample, Table, Target, median, number, percentile, repeat, spread
+from procvisor.process import _cgroup as pv_cgroup
 from procvisor.process import _spawn as pv_spawn
 from procvisor.process import exit_watch_mechanism, rlimit_method
 
@@ -44,6 +47,7 @@ WARMUP = 20
 CONCURRENCY = (100, 10)
 NOFILE = 1024
 LIMITS = procvisor.Limits(open_files=NOFILE)
+PROCESSES = procvisor.Limits(processes=64)
 
 _perf = time.perf_counter
 
@@ -138,6 +142,19 @@ def _preexec_fallback() -> Iterator[None]:
         yield
     finally:
         pv_spawn._prlimit_path = False  # looked up again on next use
+
+
+def _without_cgroups(measure: Callable[[], Sample]) -> Callable[[], Sample]:
+    """procvisor as on a machine where no pids cgroup can be made."""
+
+    def wrapped() -> Sample:
+        pv_cgroup.disabled = True
+        try:
+            return measure()
+        finally:
+            pv_cgroup.disabled = False
+
+    return wrapped
 
 
 def _under_fallback(measure: Callable[[], Sample]) -> Callable[[], Sample]:
@@ -253,6 +270,16 @@ LIMIT = [
     ("procvisor.run", "`procvisor.run(['true'])`, no limits", None),
     ("limits prlimit(1)", "`procvisor.run`, prlimit(1) trampoline (default)", "procvisor.run"),
     ("limits preexec_fn", "`procvisor.run`, `preexec_fn` fallback", "procvisor.run"),
+    (
+        "limits pids cgroup",
+        "`procvisor.run`, `Limits(processes=64)`: a pids cgroup (mkdir, sh trampoline, rmdir)",
+        "procvisor.run",
+    ),
+    (
+        "limits sampled",
+        "`procvisor.run`, `Limits(processes=64)` as root without a cgroup: sampled",
+        "procvisor.run",
+    ),
     ("subprocess.run", "reference: `subprocess.run(['true'])`", None),
     (
         "subprocess.run preexec_fn",
@@ -294,6 +321,12 @@ def _variants(n: int) -> dict[str, Callable[[], Sample]]:
     variants["limits preexec_fn"] = _under_fallback(
         _sequential(lambda: procvisor.run(["true"], limits=LIMITS), n)
     )
+    variants["limits pids cgroup"] = _sequential(
+        lambda: procvisor.run(["true"], limits=PROCESSES), n
+    )
+    variants["limits sampled"] = _without_cgroups(
+        _sequential(lambda: procvisor.run(["true"], limits=PROCESSES), n)
+    )
     variants["subprocess.run preexec_fn"] = _sequential(
         lambda: subprocess.run(["true"], check=False, preexec_fn=lambda: None), n
     )
@@ -306,6 +339,10 @@ def _check() -> dict[str, str]:
     facts = {
         "exit watch": exit_watch_mechanism(),
         "rlimits": f"{rlimit_method()} ({pv_spawn.prlimit_binary() or 'no prlimit(1)'})",
+        "processes": ", ".join(
+            f"{mechanism} (as root: {os.geteuid() == 0})"
+            for mechanism in PROCESSES.mechanisms(as_root=os.geteuid() == 0).values()
+        ),
     }
     probe = ["sh", "-c", "ulimit -n"]
     with _preexec_fallback():
@@ -469,7 +506,7 @@ def _tables(s: dict[str, list[Sample]], n: int) -> list[Table]:
             async_rows,
         ),
         Table(
-            f"Cost of one kernel limit (`Limits(open_files={NOFILE})`), sequential",
+            f"Cost of one limit (`Limits(open_files={NOFILE})` unless named), sequential",
             ["method", "µs per spawn", "extra µs per spawn", "against (no limit)"],
             limit_rows,
         ),

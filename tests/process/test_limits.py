@@ -10,7 +10,7 @@ import pytest
 
 import procvisor
 from procvisor import LimitExceeded, Limits
-from procvisor.process import _spawn
+from procvisor.process import _cgroup, _spawn
 from procvisor.process._api import raise_for_outcome
 
 PY = sys.executable
@@ -89,8 +89,53 @@ def test_prlimit_keeps_the_pid_and_the_command() -> None:
     assert int(pid) == r.pid and arg == b"arg"
 
 
+@pytest.fixture
+def no_cgroups(monkeypatch) -> None:
+    """procvisor as on a machine where it cannot make a pids cgroup."""
+    monkeypatch.setattr(_cgroup, "disabled", True)
+
+
+needs_pids_cgroup = pytest.mark.skipif(
+    not _cgroup.pids_available(),
+    reason="no writable cgroup v1 pids hierarchy here (procvisor uses it where there is one)",
+)
+
+
+@needs_pids_cgroup
+def test_processes_limit_is_a_pids_cgroup_over_the_whole_tree() -> None:
+    # The shell and the first two sleeps are 3: the third fork fails, in the child, at once.
+    r = procvisor.run(
+        ["sh", "-c", "sleep 5 & sleep 5 & sleep 5 & wait"], limits=Limits(processes=3)
+    )
+    assert r.limits == {"processes": "cgroup"}
+    assert r.returncode != 0 and b"fork" in r.stderr.lower(), r.stderr
+    assert not r.timed_out and r.limit_exceeded is None  # as with RLIMIT_NPROC
+
+
+@needs_pids_cgroup
+def test_the_command_runs_in_its_cgroup_which_is_removed_after(tmp_path) -> None:
+    code = "import os; print(os.getpid()); print(open('/proc/self/cgroup').read())"
+    r = procvisor.run([PY, "-c", code], limits=Limits(processes=8, open_files=64))
+    lines = r.stdout.decode().splitlines()
+    assert int(lines[0]) == r.pid  # the trampolines (sh, prlimit) kept the pid
+    leaf = next(line.split(":", 2)[2] for line in lines[1:] if ":pids:" in line)
+    assert leaf.startswith(f"/procvisor/{os.getpid()}/")
+    base = _cgroup._base()
+    assert base is not None and not (base / leaf.rsplit("/", 1)[1]).exists()
+
+
+@needs_pids_cgroup
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another user")
+def test_a_command_run_as_another_user_joins_its_cgroup_too() -> None:
+    r = procvisor.run(
+        ["grep", "pids", "/proc/self/cgroup"], user="nobody", limits=Limits(processes=4)
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"/procvisor/{os.getpid()}/".encode() in r.stdout
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sampled mechanism is the one used for root")
-def test_processes_limit_for_root_is_sampled_and_stops_the_group() -> None:
+def test_processes_limit_for_root_is_sampled_and_stops_the_group(no_cgroups) -> None:
     script = "for i in 1 2 3 4 5 6; do sleep 30 & done; wait"
     with pytest.raises(LimitExceeded) as info:
         procvisor.run(["sh", "-c", script], limits=Limits(processes=3), timeout=20, grace=0.2)
@@ -100,7 +145,7 @@ def test_processes_limit_for_root_is_sampled_and_stops_the_group() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another user")
-def test_processes_limit_for_a_user_is_a_kernel_rlimit() -> None:
+def test_processes_limit_for_a_user_is_a_kernel_rlimit(no_cgroups) -> None:
     script = "for i in 1 2 3 4 5 6; do sleep 5 & done 2>&1; wait"
     r = procvisor.run(["sh", "-c", script], user="nobody", limits=Limits(processes=3), grace=0.2)
     assert r.limits == {"processes": "rlimit"}

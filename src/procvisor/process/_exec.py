@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Literal
 
+from procvisor.errors import SpawnError
+from procvisor.process._cgroup import PidsCgroup
 from procvisor.process._exitwatch import ExitStatus, ExitWatch
 from procvisor.process._group import (
     boot_ticks,
@@ -58,6 +60,7 @@ class Execution:
     """Children of one process group, their pipes, and the stop sequence."""
 
     __slots__ = (
+        "_cgroup",
         "_exits",
         "_group_check_at",
         "_group_empty",
@@ -154,6 +157,7 @@ class Execution:
         self._pending_input = memoryview(b"")
         self.lines = lines
         self.stdout: TailBuffer | None = None
+        self._cgroup: PidsCgroup | None = None
         self._start(input, capture, merge_stderr, max_output, lines, lines_stderr, sinks)
 
     # -- starting -------------------------------------------------------------------------
@@ -170,6 +174,7 @@ class Execution:
     ) -> None:
         to_close: list[int] = []  # the child's ends of pipes, closed once all have started
         try:
+            procs = self._make_cgroup()
             stdin = self._stdin(input, to_close)
             n = len(self.commands)
             out_sink: OutputSink | None = None
@@ -219,6 +224,7 @@ class Execution:
                     stderr=stderr,
                     pgroup=pgroup,
                     started=self._spawned,
+                    cgroup_procs=procs,
                 )
                 if i == 0:
                     self.pgid = pid
@@ -240,6 +246,25 @@ class Execution:
                     os.close(to_close.pop())
             self._abort()
             raise
+
+    def _make_cgroup(self) -> str | None:
+        """The pids cgroup of a ``processes`` limit, where one can be made; its procs file."""
+        command = self.commands[0]
+        limit = command.limits.cgroup_processes() if command.limits is not None else None
+        if limit is None:
+            return None
+        try:
+            self._cgroup = PidsCgroup(limit)
+            if command.uid is not None:  # the child joins it itself, once it is that user
+                os.chown(self._cgroup.procs_file, command.uid, -1)
+        except OSError as exc:
+            raise SpawnError(
+                f"cannot make the pids cgroup for the processes limit: {exc}",
+                reason="os_error",
+                command=command.args,
+                errno=exc.errno,
+            ) from None
+        return self._cgroup.procs_file
 
     def start_ticks(self) -> float | None:
         """When the first stage started, in clock ticks since boot (None: read too late).
@@ -308,6 +333,12 @@ class Execution:
             self._close(fd)
         self.readers.clear()
         self._close_stdin()
+        self._remove_cgroup()
+
+    def _remove_cgroup(self) -> None:
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
 
     # -- what the driver watches ----------------------------------------------------------
 
@@ -488,6 +519,7 @@ class Execution:
                 sink.close()
             self.readers.clear()
         self._close_stdin()
+        self._remove_cgroup()
         self.done = True
 
     # -- outcome --------------------------------------------------------------------------

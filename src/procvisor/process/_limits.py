@@ -9,10 +9,14 @@ Mechanisms, reported per limit in ``Result.limits`` / ``Process.limits``:
     ``preexec_fn`` (a full fork; see bench/RESULTS.md for what each costs).
 ``timer``
     the parent stops the group when the time is up (``wall_time``).
+``cgroup``
+    a pids cgroup of the group's own (``pids.max``, ``processes``), where the machine lets
+    procvisor make one (see :mod:`procvisor.process._cgroup`): it counts the command's whole
+    tree, root's included, and a fork beyond it fails.
 ``sampled``
     the parent counts the group's processes every ``SAMPLE_INTERVAL`` seconds and stops the
     group when it is over (``processes`` when the child runs as root, whom the kernel exempts
-    from ``RLIMIT_NPROC``).
+    from ``RLIMIT_NPROC``, and no cgroup can be made).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import resource
 from dataclasses import dataclass
 
 from procvisor.policy.units import format_duration, format_size, parse_duration, parse_size
+from procvisor.process._cgroup import pids_available
 
 SAMPLE_INTERVAL = 0.1
 
@@ -71,7 +76,8 @@ class Limits:
             later).
         wall_time: seconds the whole group may run before it is stopped.
         open_files: open file descriptors per process (``RLIMIT_NOFILE``).
-        processes: processes of the user (``RLIMIT_NPROC``) or, for root, in the group
+        processes: processes in the command's tree (a pids cgroup) where one can be made;
+            else processes of the user (``RLIMIT_NPROC``) or, for root, in the group
             (sampled).
         core: core file size, bytes (``0`` disables core dumps).
 
@@ -125,7 +131,7 @@ class Limits:
             out["cpu_time"] = (soft, soft + 1)
         if self.open_files is not None:
             out["open_files"] = (self.open_files, self.open_files)
-        if self.processes is not None and not as_root:
+        if self.processes is not None and not as_root and not pids_available():
             out["processes"] = (self.processes, self.processes)
         if self.core is not None:
             out["core"] = (self.core, self.core)
@@ -136,13 +142,19 @@ class Limits:
         out = dict.fromkeys(self.rlimits(as_root=as_root), "rlimit")
         if self.wall_time is not None:
             out["wall_time"] = "timer"
-        if self.processes is not None and as_root:
+        if self.processes is not None and pids_available():
+            out["processes"] = "cgroup"
+        elif self.processes is not None and as_root:
             out["processes"] = "sampled"
         return out
 
     def sampled_processes(self, *, as_root: bool) -> int | None:
         """The process count to enforce by sampling, if any."""
-        return self.processes if as_root else None
+        return self.processes if as_root and not pids_available() else None
+
+    def cgroup_processes(self) -> int | None:
+        """The process count to enforce with a pids cgroup, if any."""
+        return self.processes if pids_available() else None
 
 
 def prlimit_args(rlimits: dict[str, tuple[int, int]]) -> list[str]:

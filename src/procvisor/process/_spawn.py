@@ -444,6 +444,7 @@ def spawn(
     stderr: int | Literal["inherit", "devnull", "stdout"],
     pgroup: int | None = None,
     started: list[int] | None = None,
+    cgroup_procs: str | None = None,
 ) -> int:
     """Start ``command`` and return its pid.
 
@@ -452,7 +453,9 @@ def spawn(
     the leader of a new group in this session; another number joins that group. The pid is
     also appended to ``started``, by C code on the posix_spawn path: a KeyboardInterrupt,
     which Python raises at the first bytecode after a call returns, cannot come between the
-    child's start and that record, so the caller can always stop what it started.
+    child's start and that record, so the caller can always stop what it started. With
+    ``cgroup_procs`` (a ``cgroup.procs`` file), the child joins that cgroup before the command
+    runs; if it cannot, it exits 125 without running it.
 
     Raises:
         SpawnError: the kernel refused to start it.
@@ -467,10 +470,17 @@ def spawn(
             executable = binary
         else:
             setup.append(functools.partial(setrlimits, rlimits))
-    if command.pid_env is not None:
-        # $$ is the shell's pid, which exec hands on to the command (and through prlimit).
-        script = f'{command.pid_env}=$$; export {command.pid_env}; exec "$@"'
-        args = ("/bin/sh", "-c", script, args[0], executable, *args[1:])
+    if command.pid_env is not None or cgroup_procs is not None:
+        # $$ is the shell's pid, which exec hands on to the command (and through prlimit):
+        # it joins the cgroup, and is the pid named, before the command runs.
+        script = 'exec "$@"'
+        pre: tuple[str, ...] = ()
+        if command.pid_env is not None:
+            script = f"{command.pid_env}=$$; export {command.pid_env}; {script}"
+        if cgroup_procs is not None:
+            script = f'echo $$ > "$1" || exit 125; shift; {script}'
+            pre = (cgroup_procs,)
+        args = ("/bin/sh", "-c", script, args[0], *pre, executable, *args[1:])
         executable = "/bin/sh"
     # Each fd to pass goes first to a fresh fd above every target number (close-on-exec, so
     # it is gone after exec): moving one fd to its number can then never overwrite another.
