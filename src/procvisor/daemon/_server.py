@@ -302,6 +302,10 @@ class ApiServer:
                     elif (error := listener.task.exception()) is not None:
                         _log.error("API listener %s failed", listener.name, exc_info=error)
         finally:
+            # A connection accepted as its server stopped (or whose task was cancelled) may
+            # still be open: close it now, rather than leave its transport to the collector.
+            for listener in self._listeners:
+                listener.drop_connections()
             self._listeners.clear()
             self._unix = None
             self._remove_socket_file()
