@@ -181,8 +181,8 @@ def test_bad_socket_config_names_the_key(tmp_path, text, message) -> None:
 # -- services sharing a socket, end to end -----------------------------------------------------
 
 
-def _config(workdir: Path, port: int, extra: str = "") -> Path:
-    (workdir / "app.py").write_text(APP)
+def _config(workdir: Path, port: int, extra: str = "", app: str = APP) -> Path:
+    (workdir / "app.py").write_text(app)
     return write_config(
         workdir,
         f"""
@@ -346,19 +346,7 @@ while not stopping:
 
 def test_a_rolling_restart_behind_a_socket_turns_no_client_away(workdir, daemons) -> None:
     port = _free_port()
-    (workdir / "app.py").write_text(GRACEFUL_APP)
-    write_config(
-        workdir,
-        f"""
-        [sockets.web]
-        address = "127.0.0.1:{port}"
-
-        [services.web]
-        command = ["{sys.executable}", "app.py"]
-        instances = 2
-        sockets = ["web"]
-        """,
-    )
+    _config(workdir, port, app=GRACEFUL_APP)
     d = Daemon(workdir)
     daemons.append(d)
     before = wait_for(lambda: all_running(workdir, {"web:0", "web:1"}), timeout=20)
