@@ -14,9 +14,10 @@ Every check that can fail is made in the parent first, so errors are specific.
 Extra fds (``pass_fds``, e.g. listening sockets) are given to the child at the numbers asked
 for: by ``dup2`` file actions on the posix_spawn path, by ``preexec_fn`` on the subprocess path
 (which can only keep an fd's number). A variable holding the child's own pid (``pid_env``,
-e.g. ``LISTEN_PID`` for socket activation) is set by exec'ing through ``/bin/sh``, whose
-``exec`` keeps the pid; the script is fixed and the command is passed as its arguments, so
-nothing of the command is parsed by the shell.
+e.g. ``LISTEN_PID`` for socket activation), and joining a cgroup before the command runs
+(``cgroup_procs``), are done by exec'ing through ``/bin/sh``, whose ``exec`` keeps the pid;
+the script is fixed and the command is passed as its arguments, so nothing of the command
+is parsed by the shell.
 """
 
 from __future__ import annotations
