@@ -24,6 +24,7 @@ import procvisor
 from helpers import pid_alive
 from procvisor.cli import main
 from procvisor.cli._run import EXIT_LIMIT_FALLBACK, RunRequest, execute, limit_status
+from procvisor.process import _cgroup
 from procvisor.process._group import group_members
 
 PROCVISOR = os.path.join(os.path.dirname(sys.executable), "procvisor")
@@ -177,6 +178,7 @@ def test_empty_command_is_a_usage_error() -> None:
         (["--grace", "1 min"], "--grace", "'2m'"),
         (["--open-files", "2"], "--open-files", "3 or more"),
         (["--processes", "many"], "--processes", "whole number"),
+        (["--cpus", "all"], "--cpus", "a number like 0.5 or 2"),
         (["--env", "NOEQUALS"], "--env", "KEY=VALUE"),
         (["--env", "=value"], "--env", "KEY=VALUE"),
         (["--cwd", "/no/such/dir"], "--cwd", "does not exist"),
@@ -331,6 +333,20 @@ def test_cpu_time_limit_exits_with_the_signal_that_enforced_it() -> None:
     result = invoke("--cpu-time", "1", "--", *spin)
     assert result.exit_code == 128 + signal.SIGXCPU
     assert "cpu_time" in one_error_line(result)
+
+
+@pytest.mark.skipif(
+    not (_cgroup.available("memory") and _cgroup.available("cpu")),
+    reason="no writable cgroup v1 memory and cpu hierarchies here",
+)
+def test_memory_limit_kill_exits_137_and_names_the_limit() -> None:
+    hog = [sys.executable, "-c", "b = bytearray(300 * 1024 * 1024)"]
+    result = invoke("--json", "--memory", "64M", "--cpus", "1", "--", *hog)
+    assert result.exit_code == 128 + signal.SIGKILL
+    assert "memory limit of 64M" in one_error_line(result)
+    data = json.loads(result.stdout)
+    assert data["limit_exceeded"] == "memory"
+    assert data["limits"] == {"memory": "cgroup", "cpus": "cgroup"}
 
 
 def test_a_limit_never_exits_0_even_if_the_command_did() -> None:

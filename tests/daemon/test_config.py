@@ -169,7 +169,7 @@ def test_durations_become_seconds_and_sizes_bytes() -> None:
     config = service(
         'backoff = { initial = "100ms", max = "1m", multiplier = 3, jitter = 0 }\n'
         'logs = { max_size = "1.5M", backups = 2 }\n'
-        'limits = { memory = "1G", cpu_time = "90s", open_files = 64, core = 0 }\n'
+        'limits = { memory = "1G", cpu_time = "90s", open_files = 64, core = 0, cpus = 1.5 }\n'
         "[services.web.health]\n"
         'type = "tcp"\nport = 8000\ninterval = "2s"\ntimeout = "500ms"\nstart_period = "1m"\n'
         '[services.web.hooks]\npost_stop = ["true"]\ntimeout = "5s"\n'
@@ -178,7 +178,7 @@ def test_durations_become_seconds_and_sizes_bytes() -> None:
     assert (web.backoff.initial, web.backoff.max, web.backoff.multiplier) == (0.1, 60.0, 3.0)
     assert web.backoff.jitter == 0.0
     assert (web.logs.max_size, web.logs.backups) == (int(1.5 * 1024**2), 2)
-    assert web.limits == procvisor.Limits(memory="1G", cpu_time=90, open_files=64, core=0)
+    assert web.limits == procvisor.Limits(memory="1G", cpu_time=90, open_files=64, core=0, cpus=1.5)
     assert isinstance(web.health, TcpProbe)
     assert (web.health.host, web.health.port) == ("127.0.0.1", 8000)
     assert (web.health.interval, web.health.timeout, web.health.start_period) == (2.0, 0.5, 60.0)
@@ -308,6 +308,7 @@ def test_an_error_names_the_file_the_key_path_and_the_accepted_forms() -> None:
         ('stop_signal = "TREM"', "services.web.stop_signal: 'TREM' is not a signal; use a name"),
         ('limits = { memory = "lots" }', "services.web.limits.memory: 'lots' is not a size"),
         ("limits = { open_files = 1 }", "services.web.limits.open_files: 1 must be 3 or more"),
+        ('limits = { cpus = "half" }', "services.web.limits.cpus: 'half' is not a number of CPUs"),
         ('umask = "999"', "services.web.umask: '999' is not an octal umask; use an octal"),
         ("instances = 0", "services.web.instances: 0 must be 1 or more"),
         (

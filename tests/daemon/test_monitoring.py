@@ -18,6 +18,7 @@ import pytest
 
 from helpers import pid_alive, wait_for
 from procvisor.daemon._monitoring import paced
+from procvisor.process import _cgroup
 
 from .test_daemon import PROCVISOR, Daemon, cli, status, write_config
 
@@ -198,7 +199,8 @@ def test_watch_limits_alerts_and_views_in_a_running_daemon(workdir, daemons, rec
     text = cli(workdir, "inspect", "quiet")
     assert text.returncode == 0 and "hunter2" not in text.stdout
     rows = [line.split() for line in text.stdout.splitlines()]
-    assert ["memory", "512M", "rlimit"] in rows and ["open_files", "256", "rlimit"] in rows
+    memory_by = "cgroup" if _cgroup.available("memory") else "rlimit"
+    assert ["memory", "512M", memory_by] in rows and ["open_files", "256", "rlimit"] in rows
     # The trend names its window and how much of it the samples cover.
     assert snapshot["trend_window"] == 600 and 0 <= snapshot["trend"]["rss"]["span"] <= 600
     assert any(line[:3] == ["trend", "(last", "10m;"] for line in rows)

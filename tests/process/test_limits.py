@@ -35,19 +35,15 @@ def test_sizes_and_durations_accept_strings_and_numbers() -> None:
         ({"open_files": 1}, "limits.open_files"),
         ({"processes": 0}, "limits.processes"),
         ({"core": "big"}, "limits.core"),
+        ({"cpus": "fast"}, "limits.cpus: 'fast' is not a number of CPUs"),
+        ({"cpus": 0}, "limits.cpus: 0 must be 0.01 or more"),
+        ({"cpus": "nan"}, "limits.cpus"),
+        ({"cpus": True}, "limits.cpus"),
     ],
 )
 def test_bad_limit_values_name_the_field_and_the_forms(kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
         Limits(**kwargs)
-
-
-def test_memory_limit_makes_big_allocations_fail() -> None:
-    code = "b = bytearray(300 * 1024 * 1024)"
-    r = procvisor.run([PY, "-c", code], limits=Limits(memory="150M"))
-    assert r.returncode == 1 and b"MemoryError" in r.stderr
-    assert r.limits == {"memory": "rlimit"}
-    assert procvisor.run([PY, "-c", code], limits=Limits(memory="1G")).returncode == 0
 
 
 def test_cpu_time_limit_raises_limit_exceeded() -> None:
@@ -91,14 +87,84 @@ def test_prlimit_keeps_the_pid_and_the_command() -> None:
 
 @pytest.fixture
 def no_cgroups(monkeypatch) -> None:
-    """procvisor as on a machine where it cannot make a pids cgroup."""
+    """procvisor as on a machine where it cannot make cgroups."""
     monkeypatch.setattr(_cgroup, "disabled", True)
 
 
-needs_pids_cgroup = pytest.mark.skipif(
-    not _cgroup.pids_available(),
-    reason="no writable cgroup v1 pids hierarchy here (procvisor uses it where there is one)",
-)
+def _needs(controller: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not _cgroup.available(controller),
+        reason=f"no writable cgroup v1 {controller} hierarchy here "
+        "(procvisor uses it where there is one)",
+    )
+
+
+needs_pids_cgroup = _needs("pids")
+needs_memory_cgroup = _needs("memory")
+needs_cpu_cgroup = _needs("cpu")
+
+ALLOCATE = "b = bytearray({} * 1024 * 1024); print('allocated')"  # zero-filled: pages touched
+
+
+def test_without_a_cgroup_memory_is_address_space_per_process(no_cgroups) -> None:
+    code = ALLOCATE.format(300)
+    r = procvisor.run([PY, "-c", code], limits=Limits(memory="150M"))
+    assert r.returncode == 1 and b"MemoryError" in r.stderr
+    assert r.limits == {"memory": "rlimit"} and r.limit_exceeded is None
+    assert procvisor.run([PY, "-c", code], limits=Limits(memory="1G")).returncode == 0
+
+
+@needs_memory_cgroup
+def test_memory_limit_is_a_cgroup_whose_oom_kill_is_reported() -> None:
+    with pytest.raises(LimitExceeded) as info:
+        procvisor.run([PY, "-c", ALLOCATE.format(300)], limits=Limits(memory="64M"))
+    err = info.value
+    assert err.limit == "memory" and err.allowed == 64 * 1024**2
+    assert err.observed is not None and err.observed >= 60 * 1024**2  # the peak, at the limit
+    assert "limit of 64M" in str(err) and "OOM killer" in str(err)
+    assert err.result is not None and err.result.signal == "SIGKILL"
+    assert err.result.limits == {"memory": "cgroup"} and err.result.stdout == b""
+    within = procvisor.run([PY, "-c", ALLOCATE.format(20)], limits=Limits(memory="64M"))
+    assert within.returncode == 0 and within.limit_exceeded is None
+    assert within.stdout == b"allocated\n"
+
+
+@needs_memory_cgroup
+def test_the_memory_cgroup_counts_the_whole_tree() -> None:
+    # 40M fits in 64M; a parent holding 40M while its child allocates 40M does not, though
+    # each process alone is under the limit (a per-process limit would let both run).
+    alone = [PY, "-c", ALLOCATE.format(40)]
+    assert procvisor.run(alone, limits=Limits(memory="64M")).returncode == 0
+    code = f"import subprocess; {ALLOCATE.format(40)}; subprocess.run({alone!r})"
+    with pytest.raises(LimitExceeded) as info:
+        procvisor.run([PY, "-c", code], limits=Limits(memory="64M"), timeout=30)
+    assert info.value.limit == "memory"
+
+
+@needs_cpu_cgroup
+def test_cpus_limit_is_a_cpu_quota_for_the_tree() -> None:
+    # The command reads its own cgroup's quota, then spins for a second of wall time: at
+    # 0.2 CPUs it may use about 0.2 s of CPU, where unlimited it would use about 1 s.
+    code = (
+        "import time\n"
+        "lines = [l.strip().split(':', 2) for l in open('/proc/self/cgroup')]\n"
+        "cg = next(path for _, names, path in lines if 'cpu' in names.split(','))\n"
+        "print(open(f'/sys/fs/cgroup/cpu{cg}/cpu.cfs_quota_us').read().strip())\n"
+        "end = time.monotonic() + 1\n"
+        "while time.monotonic() < end: pass\n"
+    )
+    r = procvisor.run([PY, "-c", code], limits=Limits(cpus=0.2), timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"20000\n" and r.limits == {"cpus": "cgroup"}
+    assert r.usage is not None and r.usage.cpu < 0.6, r.usage
+
+
+def test_without_a_cgroup_a_cpus_limit_refuses_to_start(no_cgroups, tmp_path) -> None:
+    marker = tmp_path / "ran"
+    with pytest.raises(procvisor.SpawnError) as info:
+        procvisor.run(["touch", str(marker)], limits=Limits(cpus=1))
+    assert info.value.reason == "limit_unavailable" and "limits.cpus" in str(info.value)
+    assert not marker.exists()
 
 
 @needs_pids_cgroup
@@ -113,15 +179,23 @@ def test_processes_limit_is_a_pids_cgroup_over_the_whole_tree() -> None:
 
 
 @needs_pids_cgroup
-def test_the_command_runs_in_its_cgroup_which_is_removed_after(tmp_path) -> None:
+@needs_memory_cgroup
+@needs_cpu_cgroup
+def test_the_command_runs_in_its_cgroups_which_are_removed_after(tmp_path) -> None:
     code = "import os; print(os.getpid()); print(open('/proc/self/cgroup').read())"
-    r = procvisor.run([PY, "-c", code], limits=Limits(processes=8, open_files=64))
+    limits = Limits(processes=8, memory="256M", cpus=1.5, open_files=64)
+    r = procvisor.run([PY, "-c", code], limits=limits)
     lines = r.stdout.decode().splitlines()
     assert int(lines[0]) == r.pid  # the trampolines (sh, prlimit) kept the pid
-    leaf = next(line.split(":", 2)[2] for line in lines[1:] if ":pids:" in line)
-    assert leaf.startswith(f"/procvisor/{os.getpid()}/")
-    base = _cgroup._base()
-    assert base is not None and not (base / leaf.rsplit("/", 1)[1]).exists()
+    for controller in ("pids", "memory", "cpu"):
+        leaf = next(
+            line.split(":", 2)[2]
+            for line in lines[1:]
+            if controller in line.split(":")[1].split(",")
+        )
+        assert f"/procvisor/{os.getpid()}/" in leaf
+        base = _cgroup._base(controller)
+        assert base is not None and not (base / leaf.rsplit("/", 1)[1]).exists()
 
 
 @needs_pids_cgroup

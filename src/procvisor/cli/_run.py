@@ -409,7 +409,7 @@ Exit status:
 
 \b
 Examples:
-  procvisor run --timeout 30s --memory 512M -- make test
+  procvisor run --timeout 30s --memory 512M --cpus 1.5 -- make test
   procvisor run --json --env LANG=C -- ls -l
   procvisor run --shell -- 'grep -c error *.log | sort'
 """
@@ -431,7 +431,8 @@ Examples:
     "--memory",
     type=_LimitValue("memory", "size"),
     metavar="SIZE",
-    help="Address space per process (RLIMIT_AS), e.g. 256M, 2G.",
+    help="Memory of the command's whole tree (a memory cgroup; RLIMIT_AS per process "
+    "where none can be made), e.g. 256M, 2G.",
 )
 @click.option(
     "--cpu-time",
@@ -455,7 +456,14 @@ Examples:
     "--processes",
     type=_LimitValue("processes", "count"),
     metavar="N",
-    help="Processes of the user (RLIMIT_NPROC); for root, processes in the group.",
+    help="Processes in the command's tree (a pids cgroup; where none can be made, "
+    "RLIMIT_NPROC, or sampled for root).",
+)
+@click.option(
+    "--cpus",
+    type=_LimitValue("cpus", "number"),
+    metavar="N",
+    help="CPUs' worth of time the command's tree may use, e.g. 0.5, 2 (a cpu cgroup).",
 )
 @click.option(
     "--cwd",
@@ -502,6 +510,7 @@ def run_command(
     wall_time: float | None,
     open_files: int | None,
     processes: int | None,
+    cpus: float | None,
     cwd: str | None,
     env: tuple[tuple[str, str], ...],
     env_files: tuple[tuple[tuple[str, str], ...], ...],
@@ -522,13 +531,15 @@ def run_command(
             ctx=ctx,
         )
     limits = None
-    if any(v is not None for v in (memory, cpu_time, wall_time, open_files, processes)):
+    values = (memory, cpu_time, wall_time, open_files, processes, cpus)
+    if any(v is not None for v in values):
         limits = procvisor.Limits(
             memory=memory,
             cpu_time=cpu_time,
             wall_time=wall_time,
             open_files=open_files,
             processes=processes,
+            cpus=cpus,
         )
     request = RunRequest(
         command=command,

@@ -355,7 +355,7 @@ def _env(value: Any) -> dict[str, str]:
     return out
 
 
-_LIMIT_KEYS = ("memory", "cpu_time", "wall_time", "open_files", "processes", "core")
+_LIMIT_KEYS = ("memory", "cpu_time", "wall_time", "open_files", "processes", "core", "cpus")
 _LIMIT_ERROR_RE = re.compile(r"^limits\.(\w+): (.*)$", re.DOTALL)
 
 
@@ -968,6 +968,7 @@ class Service(_Section):
                     "open_files": _INT_OR_STRING,
                     "processes": _INT_OR_STRING,
                     "core": _NUMBER_OR_STRING,
+                    "cpus": _NUMBER_OR_STRING,
                 },
                 "additionalProperties": False,
             }
@@ -976,8 +977,8 @@ class Service(_Section):
         default_factory=Limits,
         description=(
             "Resource limits per instance, as procvisor.Limits: memory (size), cpu_time "
-            "(duration), wall_time (duration), open_files, processes, core (size). "
-            "Default: none."
+            "(duration), wall_time (duration), open_files, processes, core (size), cpus "
+            "(number). Default: none."
         ),
     )
     logs: Logs = Field(

@@ -75,9 +75,13 @@ def raise_for_outcome(ex: Execution, result: Result, *, check: bool, stage: int 
             shown = format_limit(name, observed)
             if shown != format_limit(name, allowed):
                 seen = f" (observed {shown})"
+        # The kernel, not procvisor, ends a tree over its memory cgroup: one process of it.
+        how = (
+            "the kernel's OOM killer killed a process of it" if name == "memory" else "was stopped"
+        )
         raise LimitExceeded(
             f"{shlex.join(result.args)} exceeded its {name} limit of "
-            f"{format_limit(name, allowed)}{seen} and was stopped; raise the limit or "
+            f"{format_limit(name, allowed)}{seen} and {how}; raise the limit or "
             "make the command use less",
             limit=name,
             observed=observed,

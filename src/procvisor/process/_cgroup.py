@@ -1,19 +1,32 @@
-"""A pids cgroup for each process group with a ``processes`` limit, where the machine allows.
+"""A cgroup of its own for each process group with a limit a cgroup enforces, where allowed.
 
-``pids.max`` counts every process and thread of the cgroup, however deep in the tree and
-whether or not it left the process group, and a ``fork`` beyond it fails in the child: the
-same effect as ``RLIMIT_NPROC``, but for the command's own tree, not for every process its
-user runs, and for root too (the kernel exempts root from ``RLIMIT_NPROC``; without a
-cgroup a root command's processes can only be counted by sampling).
+Three cgroup v1 controllers are used, each where its hierarchy is mounted and writable (they
+are on this project's machines):
 
-The cgroup v1 ``pids`` hierarchy is used where it is mounted and writable (it is on this
-project's machines); cgroup v2 is not used yet: none of the project's machines has a v2
-tree with controllers to test it on. Layout: ``<hierarchy>/<our cgroup>/procvisor/<our
-pid>/<n>``. The child moves itself into its leaf before it execs the command (a ``/bin/sh``
-trampoline writes ``$$`` to ``cgroup.procs``), so nothing runs outside the limit. A leaf is
+``pids``
+    ``pids.max`` (the ``processes`` limit) counts every process and thread of the cgroup,
+    however deep in the tree and whether or not it left the process group, and a ``fork``
+    beyond it fails in the child: ``RLIMIT_NPROC``'s effect, but for the command's own tree,
+    not for every process its user runs, and for root too (the kernel exempts root from
+    ``RLIMIT_NPROC``).
+``memory``
+    ``memory.limit_in_bytes`` (the ``memory`` limit) caps the memory the whole tree uses
+    (resident pages and the page cache it causes), as ``docker run --memory`` and systemd's
+    ``MemoryMax=`` do; swap is capped with it where the kernel accounts swap. Beyond it the
+    kernel reclaims, then its OOM killer kills the cgroup's largest process, and
+    ``memory.oom_control`` counts the kill.
+``cpu``
+    ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us`` (the ``cpus`` limit) lets the tree use
+    that many CPUs' worth of time, as ``docker run --cpus`` and systemd's ``CPUQuota=`` do;
+    beyond it the tree waits for the next period.
+
+cgroup v2 is not used yet: none of the project's machines has a v2 tree with controllers to
+test it on. Layout, in each hierarchy: ``<hierarchy>/<our cgroup>/procvisor/<our pid>/<n>``.
+The child moves itself into its leaves before it execs the command (a ``/bin/sh`` trampoline
+writes ``$$`` to each ``cgroup.procs``), so nothing runs outside the limits. A leaf is
 removed once its group has ended (or, if a process that left the group still runs in it, at
 a later removal); leaves of processes that died without removing theirs are swept when
-another process starts using cgroups.
+another process starts using that hierarchy.
 """
 
 from __future__ import annotations
@@ -23,24 +36,28 @@ import itertools
 import os
 from pathlib import Path
 
-__all__ = ["PidsCgroup", "pids_available"]
+__all__ = ["CONTROLLERS", "Cgroup", "available"]
+
+CONTROLLERS = ("pids", "memory", "cpu")
+CPU_PERIOD_US = 100_000
+"""The period of a ``cpus`` quota: 100 ms, the kernel's default, as Docker and systemd use."""
 
 disabled = False
-"""Tests set this to exercise the mechanisms used where no pids cgroup can be made."""
+"""Tests set this to exercise the mechanisms used where no cgroup can be made."""
 
-_root: Path | bool | None = False  # False: not looked for yet
+_roots: dict[str, Path | None] = {}  # controller -> our directory of leaves (None: none)
 _counter = itertools.count()
 
 
-def _pids_hierarchy() -> Path | None:
-    """The directory of our own cgroup in the v1 ``pids`` hierarchy, if mounted."""
+def _hierarchy(controller: str) -> Path | None:
+    """The directory of our own cgroup in the v1 hierarchy of ``controller``, if mounted."""
     mount = None
     with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             dash = fields.index("-")
             fstype, options = fields[dash + 1], fields[dash + 3].split(",")
-            if fstype == "cgroup" and "pids" in options:
+            if fstype == "cgroup" and controller in options:
                 mount = Path(fields[4])
                 break
     if mount is None:
@@ -49,17 +66,16 @@ def _pids_hierarchy() -> Path | None:
     with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
         for line in f:
             _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "pids" in controllers.split(","):
+            if controller in controllers.split(","):
                 own = path
     return mount / own.lstrip("/")
 
 
-def _base() -> Path | None:
-    """Our own directory of leaves (made on first use), or None where none can be made."""
-    global _root
-    if _root is False:
-        _root = None
-        hierarchy = _pids_hierarchy()
+def _base(controller: str) -> Path | None:
+    """Our own directory of leaves for ``controller`` (made on first use), or None."""
+    if controller not in _roots:
+        _roots[controller] = None
+        hierarchy = _hierarchy(controller)
         if hierarchy is not None:
             base = hierarchy / "procvisor" / str(os.getpid())
             try:
@@ -68,8 +84,8 @@ def _base() -> Path | None:
             except OSError:
                 pass  # read-only, or not ours to write: the other mechanisms apply
             else:
-                _root = base
-    return _root if isinstance(_root, Path) else None
+                _roots[controller] = base
+    return _roots[controller]
 
 
 def _sweep(parent: Path) -> None:
@@ -85,46 +101,86 @@ def _sweep(parent: Path) -> None:
             owner.rmdir()
 
 
-def pids_available() -> bool:
-    """Whether a ``processes`` limit is enforced by a pids cgroup here (looked up once)."""
-    return not disabled and _base() is not None
+def available(controller: str) -> bool:
+    """Whether procvisor can make cgroups of ``controller`` here (looked up once)."""
+    return not disabled and _base(controller) is not None
 
 
-class PidsCgroup:
-    """One leaf cgroup with ``pids.max``; the spawned child joins it through its trampoline."""
+class Cgroup:
+    """One leaf in each hierarchy a group's limits need; the child joins them all."""
 
-    __slots__ = ("path",)
+    __slots__ = ("leaves",)
 
-    def __init__(self, limit: int) -> None:
-        """Make the leaf and set its limit.
+    def __init__(
+        self, *, processes: int | None = None, memory: int | None = None, cpus: float | None = None
+    ) -> None:
+        """Make a leaf in each hierarchy a given limit needs, and set the limits.
 
         Raises:
-            OSError: the leaf could not be made or limited.
+            OSError: a leaf could not be made or set; none is left behind.
         """
-        base = _base()
-        if base is None:
-            raise OSError("no pids cgroup hierarchy to make a cgroup in")
-        base.mkdir(parents=True, exist_ok=True)  # swept away by another process's start
-        self.path = base / str(next(_counter))
-        self.path.mkdir()
+        settings: dict[str, list[tuple[str, str, bool]]] = {}  # file, value, needed
+        if processes is not None:
+            settings["pids"] = [("pids.max", str(processes), True)]
+        if memory is not None:
+            # memsw (memory + swap) may not be below memory: memory first. It is there only
+            # where the kernel accounts swap; without it, swap is not capped.
+            settings["memory"] = [
+                ("memory.limit_in_bytes", str(memory), True),
+                ("memory.memsw.limit_in_bytes", str(memory), False),
+            ]
+        if cpus is not None:
+            settings["cpu"] = [
+                ("cpu.cfs_period_us", str(CPU_PERIOD_US), True),
+                ("cpu.cfs_quota_us", str(max(1000, round(cpus * CPU_PERIOD_US))), True),
+            ]
+        self.leaves: dict[str, Path] = {}
+        n = next(_counter)
         try:
-            (self.path / "pids.max").write_text(str(limit))
+            for controller, files in settings.items():
+                base = _base(controller)
+                if base is None:
+                    raise OSError(f"no writable cgroup v1 {controller} hierarchy")
+                base.mkdir(parents=True, exist_ok=True)  # swept by another process's start
+                leaf = base / str(n)
+                leaf.mkdir()
+                self.leaves[controller] = leaf
+                for name, value, needed in files:
+                    if needed or (leaf / name).exists():
+                        (leaf / name).write_text(value)
         except OSError:
-            self.path.rmdir()
+            self.remove()
             raise
 
     @property
-    def procs_file(self) -> str:
-        """The file a process writes its pid to, to join."""
-        return str(self.path / "cgroup.procs")
+    def procs_files(self) -> tuple[str, ...]:
+        """The files a process writes its pid to, to join."""
+        return tuple(str(leaf / "cgroup.procs") for leaf in self.leaves.values())
+
+    def oom_kills(self) -> tuple[int, int]:
+        """How many processes the OOM killer killed in the memory leaf, and its peak usage."""
+        leaf = self.leaves.get("memory")
+        if leaf is None:
+            return 0, 0
+        kills = 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in (leaf / "memory.oom_control").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    kills = int(value)
+        peak = 0
+        with contextlib.suppress(OSError, ValueError):
+            peak = int((leaf / "memory.max_usage_in_bytes").read_text())
+        return kills, peak
 
     def remove(self) -> None:
-        """Remove the leaf, and any earlier one that still held processes then.
+        """Remove the leaves, and any earlier one that still held processes then.
 
-        A process that left the group (``setsid``) is still in the leaf, which cannot be
-        removed until it exits: it is tried again at the next removal.
+        A process that left the group (``setsid``) is still in the leaves, which cannot be
+        removed until it exits: they are tried again at the next removal.
         """
-        _unremoved.add(self.path)
+        _unremoved.update(self.leaves.values())
+        self.leaves = {}
         for path in list(_unremoved):
             try:
                 path.rmdir()

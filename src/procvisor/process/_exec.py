@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import IO, Literal
 
 from procvisor.errors import SpawnError
-from procvisor.process._cgroup import PidsCgroup
+from procvisor.process._cgroup import Cgroup
 from procvisor.process._exitwatch import ExitStatus, ExitWatch
 from procvisor.process._group import (
     boot_ticks,
@@ -69,6 +69,7 @@ class Execution:
         "_killed",
         "_max_procs",
         "_next_sample",
+        "_oom",
         "_pending_input",
         "_spawned",
         "_start_ticks",
@@ -157,7 +158,8 @@ class Execution:
         self._pending_input = memoryview(b"")
         self.lines = lines
         self.stdout: TailBuffer | None = None
-        self._cgroup: PidsCgroup | None = None
+        self._cgroup: Cgroup | None = None
+        self._oom = (0, 0)  # OOM kills in the memory cgroup, its peak usage
         self._start(input, capture, merge_stderr, max_output, lines, lines_stderr, sinks)
 
     # -- starting -------------------------------------------------------------------------
@@ -247,24 +249,34 @@ class Execution:
             self._abort()
             raise
 
-    def _make_cgroup(self) -> str | None:
-        """The pids cgroup of a ``processes`` limit, where one can be made; its procs file."""
+    def _make_cgroup(self) -> tuple[str, ...]:
+        """The cgroup of the limits a cgroup enforces, where one can be made; its procs files."""
         command = self.commands[0]
-        limit = command.limits.cgroup_processes() if command.limits is not None else None
-        if limit is None:
-            return None
-        try:
-            self._cgroup = PidsCgroup(limit)
-            if command.uid is not None:  # the child joins it itself, once it is that user
-                os.chown(self._cgroup.procs_file, command.uid, -1)
-        except OSError as exc:
+        if command.limits is None:
+            return ()
+        if command.mechanisms.get("cpus") == "unavailable":
             raise SpawnError(
-                f"cannot make the pids cgroup for the processes limit: {exc}",
+                "cannot enforce limits.cpus here: it needs a writable cgroup v1 cpu hierarchy, "
+                "and this machine has none; remove the limit or run where cgroups are writable",
+                reason="limit_unavailable",
+                command=command.args,
+            )
+        try:
+            self._cgroup = command.limits.cgroup()
+            if self._cgroup is None:
+                return ()
+            if command.uid is not None:  # the child joins it itself, once it is that user
+                for path in self._cgroup.procs_files:
+                    os.chown(path, command.uid, -1)
+        except OSError as exc:
+            self._remove_cgroup()
+            raise SpawnError(
+                f"cannot make the cgroup for the limits: {exc}",
                 reason="os_error",
                 command=command.args,
                 errno=exc.errno,
             ) from None
-        return self._cgroup.procs_file
+        return self._cgroup.procs_files
 
     def start_ticks(self) -> float | None:
         """When the first stage started, in clock ticks since boot (None: read too late).
@@ -337,6 +349,7 @@ class Execution:
 
     def _remove_cgroup(self) -> None:
         if self._cgroup is not None:
+            self._oom = self._cgroup.oom_kills()
             self._cgroup.remove()
             self._cgroup = None
 
@@ -527,6 +540,10 @@ class Execution:
     def limit_exceeded(self) -> str | None:
         if self.stopping in ("wall_time", "processes"):
             return self.stopping
+        kills, peak = self._oom
+        if kills:
+            self.limit_observed = float(peak)
+            return "memory"
         limits = self.commands[0].limits
         if limits is None or limits.cpu_time is None:
             return None

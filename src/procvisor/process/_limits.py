@@ -10,13 +10,17 @@ Mechanisms, reported per limit in ``Result.limits`` / ``Process.limits``:
 ``timer``
     the parent stops the group when the time is up (``wall_time``).
 ``cgroup``
-    a pids cgroup of the group's own (``pids.max``, ``processes``), where the machine lets
-    procvisor make one (see :mod:`procvisor.process._cgroup`): it counts the command's whole
-    tree, root's included, and a fork beyond it fails.
+    a cgroup of the group's own, where the machine lets procvisor make one (see
+    :mod:`procvisor.process._cgroup`), for the command's whole tree: ``pids.max``
+    (``processes``; a fork beyond it fails), ``memory.limit_in_bytes`` (``memory``; the OOM
+    killer ends the largest process beyond it) and a CFS quota (``cpus``; the tree waits).
 ``sampled``
     the parent counts the group's processes every ``SAMPLE_INTERVAL`` seconds and stops the
     group when it is over (``processes`` when the child runs as root, whom the kernel exempts
     from ``RLIMIT_NPROC``, and no cgroup can be made).
+
+``cpus`` has no mechanism without a cgroup: a run that asks for it there fails to start
+(``SpawnError``, reason ``limit_unavailable``) rather than run unlimited.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import resource
 from dataclasses import dataclass
 
 from procvisor.policy.units import format_duration, format_size, parse_duration, parse_size
-from procvisor.process._cgroup import pids_available
+from procvisor.process import _cgroup
 
 SAMPLE_INTERVAL = 0.1
 
@@ -37,6 +41,8 @@ def format_limit(name: str, value: float) -> str:
         return format_duration(value)
     if name in ("memory", "core"):
         return format_size(int(value))
+    if name == "cpus":
+        return f"{value:g} CPU" + ("" if value == 1 else "s")
     return f"{value:g}"
 
 
@@ -71,7 +77,8 @@ class Limits:
     ``"250ms"``, ``"2m"``. Each limit is optional.
 
     Args:
-        memory: address space per process (``RLIMIT_AS``), bytes.
+        memory: bytes of memory for the command's whole tree (a memory cgroup) where one
+            can be made; else address space per process (``RLIMIT_AS``).
         cpu_time: CPU seconds per process (``RLIMIT_CPU``; SIGXCPU, then SIGKILL a second
             later).
         wall_time: seconds the whole group may run before it is stopped.
@@ -80,6 +87,8 @@ class Limits:
             else processes of the user (``RLIMIT_NPROC``) or, for root, in the group
             (sampled).
         core: core file size, bytes (``0`` disables core dumps).
+        cpus: CPUs' worth of time the whole tree may use, e.g. ``0.5`` or ``2`` (a CPU
+            cgroup's quota; a run fails to start where none can be made).
 
     Raises:
         ValueError: a value is not of an accepted form; the message names the field.
@@ -91,6 +100,7 @@ class Limits:
     open_files: int | None
     processes: int | None
     core: int | None
+    cpus: float | None
 
     def __init__(
         self,
@@ -100,6 +110,7 @@ class Limits:
         open_files: int | str | None = None,
         processes: int | str | None = None,
         core: int | str | None = None,
+        cpus: float | str | None = None,
     ) -> None:
         def positive_duration(value: float | str | None, field: str) -> float | None:
             if value is None:
@@ -120,18 +131,19 @@ class Limits:
         object.__setattr__(
             self, "core", None if core is None else parse_size(core, field="limits.core")
         )
+        object.__setattr__(self, "cpus", _cpus(cpus))
 
     def rlimits(self, *, as_root: bool) -> dict[str, tuple[int, int]]:
         """The kernel limits to set, as ``{name: (soft, hard)}`` keyed by limit field."""
         out: dict[str, tuple[int, int]] = {}
-        if self.memory is not None:
+        if self.memory is not None and not _cgroup.available("memory"):
             out["memory"] = (self.memory, self.memory)
         if self.cpu_time is not None:
             soft = math.ceil(self.cpu_time)
             out["cpu_time"] = (soft, soft + 1)
         if self.open_files is not None:
             out["open_files"] = (self.open_files, self.open_files)
-        if self.processes is not None and not as_root and not pids_available():
+        if self.processes is not None and not as_root and not _cgroup.available("pids"):
             out["processes"] = (self.processes, self.processes)
         if self.core is not None:
             out["core"] = (self.core, self.core)
@@ -142,19 +154,55 @@ class Limits:
         out = dict.fromkeys(self.rlimits(as_root=as_root), "rlimit")
         if self.wall_time is not None:
             out["wall_time"] = "timer"
-        if self.processes is not None and pids_available():
-            out["processes"] = "cgroup"
-        elif self.processes is not None and as_root:
+        out.update(dict.fromkeys(self._cgroup_limits(), "cgroup"))
+        if self.processes is not None and "processes" not in out and as_root:
             out["processes"] = "sampled"
+        if self.cpus is not None and "cpus" not in out:
+            out["cpus"] = "unavailable"
         return out
 
     def sampled_processes(self, *, as_root: bool) -> int | None:
         """The process count to enforce by sampling, if any."""
-        return self.processes if as_root and not pids_available() else None
+        return self.processes if as_root and not _cgroup.available("pids") else None
 
-    def cgroup_processes(self) -> int | None:
-        """The process count to enforce with a pids cgroup, if any."""
-        return self.processes if pids_available() else None
+    def _cgroup_limits(self) -> dict[str, float]:
+        wanted = {"processes": "pids", "memory": "memory", "cpus": "cpu"}
+        return {
+            name: value
+            for name, controller in wanted.items()
+            if (value := getattr(self, name)) is not None and _cgroup.available(controller)
+        }
+
+    def cgroup(self) -> _cgroup.Cgroup | None:
+        """A cgroup with the limits a cgroup enforces here, if any (the caller removes it).
+
+        Raises:
+            OSError: it could not be made.
+        """
+        wanted = self._cgroup_limits()
+        if not wanted:
+            return None
+        memory, processes = wanted.get("memory"), wanted.get("processes")
+        return _cgroup.Cgroup(
+            processes=None if processes is None else int(processes),
+            memory=None if memory is None else int(memory),
+            cpus=wanted.get("cpus"),
+        )
+
+
+def _cpus(value: float | str | None) -> float | None:
+    if value is None:
+        return None
+    problem = f"limits.cpus: {value!r} is not a number of CPUs (accepted: a number like 0.5 or 2)"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(problem)
+    try:
+        cpus = float(value)
+    except ValueError:
+        raise ValueError(problem) from None
+    if not math.isfinite(cpus) or cpus < 0.01:
+        raise ValueError(f"limits.cpus: {value!r} must be 0.01 or more")
+    return cpus
 
 
 def prlimit_args(rlimits: dict[str, tuple[int, int]]) -> list[str]:

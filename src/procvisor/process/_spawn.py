@@ -445,7 +445,7 @@ def spawn(
     stderr: int | Literal["inherit", "devnull", "stdout"],
     pgroup: int | None = None,
     started: list[int] | None = None,
-    cgroup_procs: str | None = None,
+    cgroup_procs: Sequence[str] = (),
 ) -> int:
     """Start ``command`` and return its pid.
 
@@ -455,8 +455,8 @@ def spawn(
     also appended to ``started``, by C code on the posix_spawn path: a KeyboardInterrupt,
     which Python raises at the first bytecode after a call returns, cannot come between the
     child's start and that record, so the caller can always stop what it started. With
-    ``cgroup_procs`` (a ``cgroup.procs`` file), the child joins that cgroup before the command
-    runs; if it cannot, it exits 125 without running it.
+    ``cgroup_procs`` (``cgroup.procs`` files), the child joins those cgroups before the
+    command runs; if it cannot, it exits 125 without running it.
 
     Raises:
         SpawnError: the kernel refused to start it.
@@ -471,16 +471,17 @@ def spawn(
             executable = binary
         else:
             setup.append(functools.partial(setrlimits, rlimits))
-    if command.pid_env is not None or cgroup_procs is not None:
+    if command.pid_env is not None or cgroup_procs:
         # $$ is the shell's pid, which exec hands on to the command (and through prlimit):
         # it joins the cgroup, and is the pid named, before the command runs.
         script = 'exec "$@"'
         pre: tuple[str, ...] = ()
         if command.pid_env is not None:
             script = f"{command.pid_env}=$$; export {command.pid_env}; {script}"
-        if cgroup_procs is not None:
-            script = f'echo $$ > "$1" || exit 125; shift; {script}'
-            pre = (cgroup_procs,)
+        if cgroup_procs:
+            join = 'echo $$ > "$1" || exit 125; shift; ' * len(cgroup_procs)
+            script = join + script
+            pre = tuple(cgroup_procs)
         args = ("/bin/sh", "-c", script, args[0], *pre, executable, *args[1:])
         executable = "/bin/sh"
     # Each fd to pass goes first to a fresh fd above every target number (close-on-exec, so
