@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from helpers import await_for, pid_alive, wait_for
+from procvisor import Limits
 from procvisor.policy.restart import Backoff, RestartMode, RestartPolicy
-from procvisor.process import group_members, start_ticks
+from procvisor.process import _cgroup, group_members, start_ticks
 from procvisor.store import InstanceRecord, Store
 from procvisor.supervisor import HookSpec, LogSpec, ProbeSpec, ServiceSpec, Supervisor
 
@@ -140,6 +141,21 @@ async def test_a_service_that_forks_and_exits_has_its_leftovers_stopped(make) ->
     assert row["last_exit"]["code"] == 0
     assert row["pid"] is None
     assert not group_members(row["last_exit"]["pid"])
+
+
+@pytest.mark.skipif(
+    not _cgroup.available("memory"), reason="no writable cgroup v1 memory hierarchy here"
+)
+async def test_an_instance_killed_at_its_memory_limit_says_so(make) -> None:
+    hog = (PY, "-c", "b = bytearray(300 * 1024 * 1024)")
+    never = RestartPolicy(restart=RestartMode.NEVER)
+    sup = await make(spec("hog", hog, restart=never, limits=Limits(memory="64M")))
+    row = await await_for(lambda: (r := by_name(sup)["hog:0"])["state"] == "exited" and r)
+    assert row["last_exit"]["signal"] == "SIGKILL"
+    [message] = [m for k, m in events(sup, "hog") if k == "exit"]
+    assert message.startswith(
+        "out of memory: the kernel killed a process at the 64M memory limit (killed by SIGKILL)"
+    )
 
 
 async def test_a_flooding_service_neither_blocks_nor_bloats_and_its_log_rotates(make) -> None:

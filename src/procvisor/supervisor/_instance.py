@@ -39,7 +39,7 @@ from procvisor.policy.restart import (
     decide_restart,
     on_cooldown_elapsed,
 )
-from procvisor.policy.units import format_duration
+from procvisor.policy.units import format_duration, format_size
 from procvisor.process import OutputSink, Process, Result, RotatingLog, Timestamped, spawn
 from procvisor.supervisor._hooks import run_hook
 from procvisor.supervisor._observer import Observer
@@ -453,6 +453,12 @@ class Instance(metaclass=NoPublicConstructor):
             return None
         why = self._unhealthy_restart
         self._unhealthy_restart = ""
+        memory = spec.limits.memory if spec.limits is not None else None
+        if not why and result.limit_exceeded == "memory" and memory is not None:
+            why = (
+                "out of memory: the kernel killed a process at the "
+                f"{format_size(memory)} memory limit ({_describe(result)})"
+            )
         delay = self._after_exit(
             code=result.returncode if result.signal is None else None,
             signal=result.signal,
@@ -550,6 +556,8 @@ class Instance(metaclass=NoPublicConstructor):
             return "spawn_error"
         if why.startswith("pre_start"):
             return "hook_failed"
+        if why.startswith("out of memory"):
+            return "oom"
         if signal is not None:
             return "signal"
         return "success" if code in self.spec.restart.success_exit_codes else "failure"

@@ -19,11 +19,12 @@ EXIT_REASONS = (
     "unhealthy",
     "spawn_error",
     "hook_failed",
+    "oom",
 )
 """Why an instance's process ended (or never ran), as :meth:`Observer.exited` names it:
 an exit code in ``success_exit_codes``; another code; killed by a signal it did not expect;
 stopped on request; restarted for failing its probe; the program could not be started; the
-``pre_start`` hook failed."""
+``pre_start`` hook failed; the kernel's OOM killer killed it at its cgroup ``memory`` limit."""
 
 
 class Observer(Protocol):
