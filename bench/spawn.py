@@ -18,6 +18,8 @@ limits  what one limit costs per spawn, Limits(open_files=1024) unless named:
           procvisor.run, preexec_fn fallback (forced by hiding prlimit(1); a full fork)
           procvisor.run, Limits(processes=64) by a pids cgroup (where one can be made), and
             as root without one (sampled every 0.1 s)
+          procvisor.run, Limits(memory="512M") by a memory cgroup, Limits(cpus=1) by a cpu
+            cgroup, and all three cgroups at once
           reference: subprocess.run(preexec_fn=lambda: None) (a full fork), and
           os.posix_spawn + prlimit(2) on the new pid (racy: the child may run unlimited)
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import resource
 import select
@@ -48,6 +51,9 @@ CONCURRENCY = (100, 10)
 NOFILE = 1024
 LIMITS = procvisor.Limits(open_files=NOFILE)
 PROCESSES = procvisor.Limits(processes=64)
+MEMORY = procvisor.Limits(memory="512M")
+CPUS = procvisor.Limits(cpus=1)
+CGROUPS = procvisor.Limits(processes=64, memory="512M", cpus=1)
 
 _perf = time.perf_counter
 
@@ -280,6 +286,17 @@ LIMIT = [
         "`procvisor.run`, `Limits(processes=64)` as root without a cgroup: sampled",
         "procvisor.run",
     ),
+    (
+        "limits memory cgroup",
+        "`procvisor.run`, `Limits(memory='512M')`: a memory cgroup",
+        "procvisor.run",
+    ),
+    ("limits cpu cgroup", "`procvisor.run`, `Limits(cpus=1)`: a cpu cgroup", "procvisor.run"),
+    (
+        "limits 3 cgroups",
+        "`procvisor.run`, `Limits(processes=64, memory='512M', cpus=1)`: three cgroups",
+        "procvisor.run",
+    ),
     ("subprocess.run", "reference: `subprocess.run(['true'])`", None),
     (
         "subprocess.run preexec_fn",
@@ -327,6 +344,12 @@ def _variants(n: int) -> dict[str, Callable[[], Sample]]:
     variants["limits sampled"] = _without_cgroups(
         _sequential(lambda: procvisor.run(["true"], limits=PROCESSES), n)
     )
+    for key, limits in (
+        ("limits memory cgroup", MEMORY),
+        ("limits cpu cgroup", CPUS),
+        ("limits 3 cgroups", CGROUPS),
+    ):
+        variants[key] = _sequential(functools.partial(procvisor.run, ["true"], limits=limits), n)
     variants["subprocess.run preexec_fn"] = _sequential(
         lambda: subprocess.run(["true"], check=False, preexec_fn=lambda: None), n
     )
@@ -339,10 +362,11 @@ def _check() -> dict[str, str]:
     facts = {
         "exit watch": exit_watch_mechanism(),
         "rlimits": f"{rlimit_method()} ({pv_spawn.prlimit_binary() or 'no prlimit(1)'})",
-        "processes": ", ".join(
-            f"{mechanism} (as root: {os.geteuid() == 0})"
-            for mechanism in PROCESSES.mechanisms(as_root=os.geteuid() == 0).values()
-        ),
+        "limits": ", ".join(
+            f"{name} by {mechanism}"
+            for name, mechanism in CGROUPS.mechanisms(as_root=os.geteuid() == 0).items()
+        )
+        + f" (as root: {os.geteuid() == 0})",
     }
     probe = ["sh", "-c", "ulimit -n"]
     with _preexec_fallback():
