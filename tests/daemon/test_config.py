@@ -20,6 +20,7 @@ from pydantic import BaseModel
 import procvisor
 from procvisor.cli._config import check_config
 from procvisor.daemon import config as module
+from procvisor.daemon._jobs import jobs_config
 from procvisor.daemon.config import (
     Config,
     ConfigError,
@@ -348,6 +349,14 @@ def test_bad_values(body: str, expected: str) -> None:
 )
 def test_wrong_types_name_the_expected_type(body: str, expected: str) -> None:
     assert f"procvisor.toml: {expected}" in only_problem(f'[services.web]\ncommand = ["x"]\n{body}')
+
+
+def test_jobs_enforce_names_the_requests_made_limits() -> None:
+    config = parse_config('[jobs]\nenforce = ["cpu", "memory"]\n')
+    assert jobs_config(config).enforce == ("cpu", "memory")
+    assert jobs_config(parse_config("")).enforce == ()
+    line = only_problem('[jobs]\nenforce = ["disk"]\n')
+    assert line == "procvisor.toml: jobs.enforce[0]: 'disk' is not accepted; use 'cpu' or 'memory'"
 
 
 def test_unknown_key_suggests_the_close_one() -> None:

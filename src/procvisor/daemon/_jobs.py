@@ -38,4 +38,5 @@ def jobs_config(config: Config) -> JobsConfig:
         preempt=jobs.preempt,
         grace=jobs.grace,
         log_max_size=jobs.log_max_size,
+        enforce=tuple(jobs.enforce),
     )

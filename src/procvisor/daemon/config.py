@@ -1248,6 +1248,14 @@ class JobsSection(_Section):
     log_max_size: Size = Field(
         default=8 * 1024 * 1024, description="Output kept per job (its tail). Default '8M'."
     )
+    enforce: list[Literal["cpu", "memory"]] = Field(
+        default_factory=list,
+        description=(
+            "Requests that are also limits of a job's process tree (cgroups): cpu (a CPU "
+            "quota of the cores requested), memory (the OOM killer ends a job over its "
+            "request). Default: none, requests only decide admission."
+        ),
+    )
 
     @model_validator(mode="after")
     def _preempt_needs_priority(self) -> JobsSection:

@@ -41,10 +41,14 @@ def local_time(wall: float) -> str:
 def describe_exit(result: Result) -> str:
     """How a run ended, in words for a job's reason."""
     if result.returncode is None:
-        return "exit status unknown (another reaper took it)"
-    if result.signal is not None:
-        return f"killed by {result.signal}"
-    return f"exited with code {result.returncode}"
+        how = "exit status unknown (another reaper took it)"
+    elif result.signal is not None:
+        how = f"killed by {result.signal}"
+    else:
+        how = f"exited with code {result.returncode}"
+    if result.limit_exceeded == "memory":
+        return f"out of memory: the kernel killed a process at its memory request ({how})"
+    return how
 
 
 class ActiveJob:

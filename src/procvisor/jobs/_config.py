@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from procvisor.policy.admission import DEFAULT_MAX_SCAN, Capacity, PreemptMode, Quota
+from procvisor.policy.admission import DEFAULT_MAX_SCAN, Capacity, PreemptMode, Quota, Requests
 from procvisor.policy.jobqueue import DEFAULT_TENANT, Discipline, parse_discipline
 from procvisor.policy.taskqueue import DEFAULT_AGING
+from procvisor.process import Limits
 
 __all__ = ["JobsConfig", "machine_capacity"]
 
 PREEMPT_MODES = ("off", "suspend", "requeue")
+ENFORCEABLE = ("cpu", "memory")
+"""The requests :attr:`JobsConfig.enforce` can make limits of."""
 
 
 def machine_capacity(max_running: int | None = None) -> Capacity:
@@ -54,6 +57,11 @@ class JobsConfig:
         log_max_size: bytes of a job's output kept in its current log file; the previous
             file is kept too, so between 1 and 2 times this of the output's tail is kept.
         max_scan: the most queued jobs one scheduling decision looks at.
+        enforce: which requests are also limits of the job's process tree, as Slurm's
+            cgroup plugin constrains cores and memory: ``cpu`` (a CPU quota of the cores it
+            requested) and ``memory`` (a memory cgroup of the bytes it requested; beyond it
+            the OOM killer ends the job, which fails "out of memory"). Empty by default:
+            requests only decide admission. A request of 0 is not enforced.
 
     Raises:
         ValueError: a setting is malformed, naming it.
@@ -69,8 +77,15 @@ class JobsConfig:
     grace: float = 10.0
     log_max_size: int = 8 * 1024 * 1024
     max_scan: int = DEFAULT_MAX_SCAN
+    enforce: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.enforce, str) or not isinstance(self.enforce, Sequence):
+            raise ValueError(f"enforce: {self.enforce!r} must be a list of 'cpu' and 'memory'")
+        for item in self.enforce:
+            if item not in ENFORCEABLE:
+                raise ValueError(f"enforce: {item!r} cannot be enforced; use 'cpu' and/or 'memory'")
+        object.__setattr__(self, "enforce", tuple(dict.fromkeys(self.enforce)))
         object.__setattr__(self, "policy", parse_discipline(self.policy))
         if self.max_running is not None and (
             isinstance(self.max_running, bool)
@@ -116,6 +131,14 @@ class JobsConfig:
     def preempt_mode(self) -> PreemptMode | None:
         """How to preempt, or None when preemption is off."""
         return None if self.preempt == "off" else PreemptMode(self.preempt)
+
+    def limits(self, requests: Requests) -> Limits | None:
+        """The limits a job with ``requests`` runs under (None: none enforced)."""
+        cpus = requests.cpu if "cpu" in self.enforce and requests.cpu > 0 else None
+        memory = requests.memory if "memory" in self.enforce and requests.memory > 0 else None
+        if cpus is None and memory is None:
+            return None
+        return Limits(cpus=cpus, memory=memory)
 
     def resolve_capacity(self) -> Capacity:
         """The capacity to schedule with: :attr:`capacity` (or the machine's) and max_running."""

@@ -840,6 +840,7 @@ class Scheduler:
                 merge_stderr=True,
                 sinks=(log, log),
                 grace=self._config.grace,
+                limits=self._config.limits(job.spec.requests),
             )
         except (SpawnError, OSError, ValueError, TypeError) as exc:
             log.close()
@@ -956,7 +957,7 @@ class Scheduler:
             self._enqueue(job, now, wall)
         elif job.state is S.PREEMPTED:  # killed by someone else while suspended
             self._fail_run(job, f"{outcome} while suspended", now, wall)
-        elif stop is None and code == 0:
+        elif stop is None and code == 0 and result.limit_exceeded is None:
             self._transition(job, S.SUCCEEDED, outcome, wall)
             self._unblock(job, now, wall)
         else:
