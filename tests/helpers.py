@@ -51,3 +51,37 @@ def reaped_and_gone(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     return not pid_alive(pid)
+
+
+# A service speaking sd_notify(3) with nothing but the standard library. Its argv says what
+# to do, in order: `wait PATH` (until PATH exists), `send MESSAGE`, `env` (print the watchdog
+# variables and its pid), `ping PATH` (WATCHDOG=1 every 50 ms until PATH exists), `sleep`.
+NOTIFY_SERVICE = r"""
+import os, socket, sys, time
+
+def send(message):
+    address = os.environ["NOTIFY_SOCKET"]
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message.replace("\\n", "\n").encode(), address)
+
+args = sys.argv[1:]
+while args:
+    verb = args.pop(0)
+    if verb == "wait":
+        path = args.pop(0)
+        while not os.path.exists(path):
+            time.sleep(0.01)
+    elif verb == "send":
+        send(args.pop(0))
+    elif verb == "env":
+        print(os.environ["WATCHDOG_USEC"], os.environ["WATCHDOG_PID"], os.getpid(), flush=True)
+    elif verb == "ping":
+        path = args.pop(0)
+        while not os.path.exists(path):
+            send("WATCHDOG=1")
+            time.sleep(0.05)
+    elif verb == "sleep":
+        time.sleep(600)
+"""

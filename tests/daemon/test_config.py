@@ -21,6 +21,7 @@ import procvisor
 from procvisor.cli._config import check_config
 from procvisor.daemon import config as module
 from procvisor.daemon._jobs import jobs_config
+from procvisor.daemon._specs import service_specs
 from procvisor.daemon.config import (
     Config,
     ConfigError,
@@ -310,6 +311,12 @@ def test_an_error_names_the_file_the_key_path_and_the_accepted_forms() -> None:
         ('limits = { memory = "lots" }', "services.web.limits.memory: 'lots' is not a size"),
         ("limits = { open_files = 1 }", "services.web.limits.open_files: 1 must be 3 or more"),
         ('limits = { cpus = "half" }', "services.web.limits.cpus: 'half' is not a number of CPUs"),
+        (
+            'watchdog = "10s"',
+            "services.web.watchdog: the pings come through $NOTIFY_SOCKET: set notify = true, "
+            "or remove watchdog",
+        ),
+        ("notify = true\nstart_timeout = 0", "services.web.start_timeout: 0 must be more than 0"),
         ('umask = "999"', "services.web.umask: '999' is not an octal umask; use an octal"),
         ("instances = 0", "services.web.instances: 0 must be 1 or more"),
         (
@@ -349,6 +356,14 @@ def test_bad_values(body: str, expected: str) -> None:
 )
 def test_wrong_types_name_the_expected_type(body: str, expected: str) -> None:
     assert f"procvisor.toml: {expected}" in only_problem(f'[services.web]\ncommand = ["x"]\n{body}')
+
+
+def test_notify_settings_reach_the_supervisor() -> None:
+    config = service('notify = true\nstart_timeout = "2m"\nwatchdog = "15s"\n')
+    [web] = service_specs(config)
+    assert (web.notify, web.start_timeout, web.watchdog) == (True, 120.0, 15.0)
+    [plain] = service_specs(service(""))
+    assert (plain.notify, plain.start_timeout, plain.watchdog) == (False, 90.0, None)
 
 
 def test_jobs_enforce_names_the_requests_made_limits() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from helpers import pid_alive, wait_for
+from helpers import NOTIFY_SERVICE, pid_alive, wait_for
 
 PROCVISOR = [sys.executable, "-m", "procvisor"]
 SLEEPER = f'["{sys.executable}", "-c", "import time; time.sleep(600)"]'
@@ -419,3 +419,37 @@ def test_logs_without_a_name_shows_every_instance(workdir, daemons) -> None:
     wait_for(lambda: set(cli(workdir, "logs").stdout.splitlines()) == expected, timeout=20)
     both = cli(workdir, "logs", "a", "--job", "1")
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_a_notify_service_holds_its_dependents_until_ready(workdir, daemons) -> None:
+    (workdir / "service.py").write_text(NOTIFY_SERVICE)
+    write_config(
+        workdir,
+        f"""
+        [services.db]
+        command = ["{sys.executable}", "service.py", "wait", "ready", "send",
+                   "STATUS=serving 3 clients\\\\nREADY=1", "sleep"]
+        notify = true
+
+        [services.app]
+        command = {SLEEPER}
+        depends_on = ["db"]
+        """,
+    )
+    d = Daemon(workdir)
+    daemons.append(d)
+
+    def db_starting_app_waiting() -> bool:
+        out = cli(workdir, "status", "--json")
+        rows = {r["name"]: r for r in json.loads(out.stdout)} if out.returncode == 0 else {}
+        return bool(rows) and (rows["db:0"]["state"], rows["app:0"]["state"]) == (
+            "starting",
+            "stopped",
+        )
+
+    wait_for(db_starting_app_waiting, timeout=20)
+    (workdir / "ready").touch()
+    wait_for(lambda: all_running(workdir, {"db:0", "app:0"}), timeout=20)
+    assert "db:0 says: serving 3 clients" in cli(workdir, "status").stdout.splitlines()
+    kinds = [e["kind"] for e in json.loads(cli(workdir, "events", "db", "--json").stdout)]
+    assert "ready" in kinds

@@ -102,9 +102,18 @@ async def test_pid_env_holds_the_childs_own_pid(options) -> None:
         assert lines[1] == "64"
 
 
-async def test_pid_env_must_be_a_variable_name() -> None:
+async def test_pid_env_takes_several_names() -> None:
+    script = 'echo "$LISTEN_PID $WATCHDOG_PID $$"'
+    proc = await procvisor.spawn(["sh", "-c", script], pid_env=["LISTEN_PID", "WATCHDOG_PID"])
+    [line] = [line.text async for line in proc]
+    assert (await proc.wait()).returncode == 0
+    assert line.split() == [str(proc.pid)] * 3
+
+
+@pytest.mark.parametrize("names", ["X; rm -rf /", ["OK", "X; rm -rf /"]])
+async def test_pid_env_must_be_a_variable_name(names: object) -> None:
     with pytest.raises(ValueError, match=r"pid_env: 'X; rm -rf /' is not a variable name"):
-        await procvisor.spawn(["true"], pid_env="X; rm -rf /")
+        await procvisor.spawn(["true"], pid_env=names)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("options", PATHS)

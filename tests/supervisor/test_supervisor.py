@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,25 +28,6 @@ FAST = Backoff(initial=0.01, max=0.05, multiplier=2.0, jitter=0.0)
 def spec(name: str, command: tuple[str, ...] = SLEEP, **kw: object) -> ServiceSpec:
     kw.setdefault("stop_timeout", 2.0)
     return ServiceSpec(name=name, command=command, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def make(tmp_path: Path) -> AsyncIterator[object]:
-    made: list[tuple[Supervisor, Store]] = []
-
-    async def factory(*specs: ServiceSpec, start: bool = True) -> Supervisor:
-        store = Store(tmp_path / f"db{len(made)}.sqlite")
-        sup = Supervisor(list(specs), log_dir=tmp_path / "logs", store=store)
-        made.append((sup, store))
-        if start:
-            await sup.start_all()
-        return sup
-
-    factory.made = made  # type: ignore[attr-defined]  # to reach a supervisor still starting
-    yield factory
-    for sup, store in made:
-        await sup.stop_all()
-        store.close()
 
 
 def by_name(sup: Supervisor) -> dict[str, dict[str, object]]:

@@ -72,6 +72,9 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
         logs=LogSpec(
             max_size=s.logs.max_size, backups=s.logs.backups, timestamps=s.logs.timestamps
         ),
+        notify=s.notify,
+        start_timeout=s.start_timeout,
+        watchdog=s.watchdog,
     )
 
 

@@ -943,6 +943,28 @@ class Service(_Section):
     autostart: bool = Field(
         default=True, description="Start with the daemon (false: only on request). Default true."
     )
+    notify: bool = Field(
+        default=False,
+        description=(
+            "systemd's Type=notify: the instances get $NOTIFY_SOCKET and are 'starting' "
+            "until they send READY=1 (sd_notify); STATUS= text shows in status. Default false."
+        ),
+    )
+    start_timeout: PositiveDuration = Field(
+        default=90.0,
+        description=(
+            "With notify: the time an instance has to send READY=1 before it is stopped as a "
+            "failed start (EXTEND_TIMEOUT_USEC= extends it). Default '90s'."
+        ),
+    )
+    watchdog: PositiveDuration | None = Field(
+        default=None,
+        description=(
+            "With notify: the longest time between WATCHDOG=1 pings once ready, as systemd's "
+            "WatchdogSec (WATCHDOG_USEC and WATCHDOG_PID are set); an instance that misses "
+            "one is stopped and restarted as a failure. Default: none."
+        ),
+    )
     shell: bool = Field(
         default=False,
         description=(
@@ -1026,6 +1048,15 @@ class Service(_Section):
         if isinstance(health, dict) and health.get("type") == "exec":
             data["health"] = {**health, "command": wrap(health.get("command"))}
         return data
+
+    @model_validator(mode="after")
+    def _watchdog_needs_notify(self) -> Service:
+        if self.watchdog is not None and not self.notify:
+            raise _problem(
+                "the pings come through $NOTIFY_SOCKET: set notify = true, or remove watchdog",
+                "watchdog",
+            )
+        return self
 
     @model_validator(mode="after")
     def _shell_needs_string(self) -> Service:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import shlex
 import signal as _signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -129,7 +129,7 @@ def _execution(
     grace: float | str,
     shell: bool,
     pass_fds: FdsLike = (),
-    pid_env: str | None = None,
+    pid_env: str | Sequence[str] | None = None,
     lines: LineQueue | None = None,
     sinks: tuple[OutputSink, OutputSink] | None = None,
 ) -> Execution:
@@ -460,13 +460,14 @@ async def spawn(
     grace: float | str = 5.0,
     shell: bool = False,
     pass_fds: FdsLike = (),
-    pid_env: str | None = None,
+    pid_env: str | Sequence[str] | None = None,
     sinks: tuple[OutputSink, OutputSink] | None = None,
 ) -> Process:
     """Start a command in its own process group and return a :class:`Process` at once.
 
-    Arguments as for :func:`run`, and ``pid_env``: the name of a variable to set to the
-    child's own pid (``"LISTEN_PID"`` for socket activation; the command then starts through
+    Arguments as for :func:`run`, and ``pid_env``: the name of a variable (or a list of
+    names) to set to the child's own pid (``"LISTEN_PID"`` for socket activation,
+    ``"WATCHDOG_PID"`` for a systemd watchdog; the command then starts through
     ``/bin/sh``'s ``exec``, which keeps the pid). With ``capture=True`` its output is read
     line by line (``async for line in proc``) and not kept after it has been handed out.
     With ``sinks`` (a stdout and a stderr :class:`OutputSink`), raw output chunks go to them

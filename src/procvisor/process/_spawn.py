@@ -94,8 +94,8 @@ class PreparedCommand:
     limits: Limits | None
     fds: tuple[tuple[int, int], ...] = ()
     """``(child_fd, our_fd)`` pairs passed to the child beside stdin, stdout and stderr."""
-    pid_env: str | None = None
-    """A variable set to the child's own pid in its environment."""
+    pid_env: tuple[str, ...] = ()
+    """Variables set to the child's own pid in its environment."""
 
     @property
     def as_root(self) -> bool:
@@ -298,7 +298,7 @@ def prepare(
     umask: int | str | None = None,
     limits: Limits | None = None,
     pass_fds: FdsLike = (),
-    pid_env: str | None = None,
+    pid_env: str | Sequence[str] | None = None,
 ) -> PreparedCommand:
     """Validate ``cmd`` and its options; resolve the program, user, group and cwd.
 
@@ -357,17 +357,20 @@ def prepare(
         umask=None if umask is None else _parse_umask(umask),
         limits=limits,
         fds=_pass_fds(pass_fds) if pass_fds else (),
-        pid_env=_pid_env(pid_env) if pid_env is not None else None,
+        pid_env=_pid_env(pid_env),
     )
 
 
-def _pid_env(name: str) -> str:
-    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-        raise ValueError(
-            f"pid_env: {name!r} is not a variable name (letters, digits and '_', not "
-            "starting with a digit)"
-        )
-    return name
+def _pid_env(names: str | Sequence[str] | None) -> tuple[str, ...]:
+    if names is None:
+        return ()
+    for name in [names] if isinstance(names, str) else names:
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise ValueError(
+                f"pid_env: {name!r} is not a variable name (letters, digits and '_', not "
+                "starting with a digit)"
+            )
+    return (names,) if isinstance(names, str) else tuple(names)
 
 
 _REASONS = {
@@ -471,13 +474,13 @@ def spawn(
             executable = binary
         else:
             setup.append(functools.partial(setrlimits, rlimits))
-    if command.pid_env is not None or cgroup_procs:
+    if command.pid_env or cgroup_procs:
         # $$ is the shell's pid, which exec hands on to the command (and through prlimit):
         # it joins the cgroup, and is the pid named, before the command runs.
         script = 'exec "$@"'
         pre: tuple[str, ...] = ()
-        if command.pid_env is not None:
-            script = f"{command.pid_env}=$$; export {command.pid_env}; {script}"
+        for name in command.pid_env:
+            script = f"{name}=$$; export {name}; {script}"
         if cgroup_procs:
             join = 'echo $$ > "$1" || exit 125; shift; ' * len(cgroup_procs)
             script = join + script

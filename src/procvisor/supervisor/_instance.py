@@ -42,6 +42,7 @@ from procvisor.policy.restart import (
 from procvisor.policy.units import format_duration, format_size
 from procvisor.process import OutputSink, Process, Result, RotatingLog, Timestamped, spawn
 from procvisor.supervisor._hooks import run_hook
+from procvisor.supervisor._notify import NotifyHub
 from procvisor.supervisor._observer import Observer
 from procvisor.supervisor._probes import Prober
 from procvisor.supervisor._spec import ServiceSpec
@@ -119,6 +120,7 @@ class Instance(metaclass=NoPublicConstructor):
         on_gone: Callable[[Instance], None],
         observer: Observer,
         sockets: Mapping[str, int],
+        notify_hub: NotifyHub,
     ) -> None:
         self.spec = spec
         self.index = index
@@ -138,6 +140,11 @@ class Instance(metaclass=NoPublicConstructor):
         self._on_gone = on_gone
         self._observer = observer
         self._sockets = sockets
+        self._hub = notify_hub
+        self.notify_status: str | None = None
+        """The last ``STATUS=`` text of a ``notify`` instance's current run."""
+        self._ready_at: float | None = None  # monotonic: when READY=1 came (notify)
+        self._notified = _Notified()
         self._proc: Process | None = None
         self._runner: asyncio.Task[None] | None = None
         self._wanted = False
@@ -208,6 +215,7 @@ class Instance(metaclass=NoPublicConstructor):
             "cpu_percent": None,
             "rss": None,
             "reason": self.reason,
+            "status_text": self.notify_status,
         }
 
     # -- control ----------------------------------------------------------------------------
@@ -225,20 +233,21 @@ class Instance(metaclass=NoPublicConstructor):
         """
         async with self._lock:
             if self.active and self.state is not State.FATAL:
-                return
-            goal = self._attempts + 1
-            if self.active:  # fatal: wake it with a clean slate
-                self._restart_state = RestartState()
-                self._wake.set()
+                goal = self._attempts  # the start in progress, if there is one
             else:
+                goal = self._attempts + 1
                 self._restart_state = RestartState()
-                self._wanted = True
-                self._stop_requested = False
-                self._runner = asyncio.create_task(self._run(), name=f"procvisor {self.name}")
+                if self.active:  # fatal: wake it with a clean slate
+                    self._wake.set()
+                else:
+                    self._wanted = True
+                    self._stop_requested = False
+                    self._runner = asyncio.create_task(self._run(), name=f"procvisor {self.name}")
             runner = self._runner
-            assert runner is not None
-            while self._settled < goal and not runner.done():
-                await self._changed.wait()
+        # Outside the lock: a stop must not wait behind a start that waits for READY=1.
+        assert runner is not None
+        while self._settled < goal and not runner.done():
+            await self._changed.wait()
 
     async def stop(self) -> None:
         """Stop it: ``pre_stop``, stop signal, ``stop_timeout``, SIGKILL, ``post_stop``."""
@@ -286,7 +295,7 @@ class Instance(metaclass=NoPublicConstructor):
                 await asyncio.wait_for(self._changed.wait(), left)
 
     async def _stop_process(self, proc: Process, why: str) -> None:
-        if self.state is State.RUNNING:
+        if self.state in (State.RUNNING, State.STARTING):  # starting: waiting for READY=1
             self._set_state(State.STOPPING, why)
         await self._hook("pre_stop")
         await proc.stop(self.spec.stop_timeout)
@@ -395,6 +404,12 @@ class Instance(metaclass=NoPublicConstructor):
         try:
             env = {**spec.env, **self._env()}
             fds = self._listen_fds(env)
+            pid_env = ["LISTEN_PID"] if fds else []
+            if spec.notify:
+                env["NOTIFY_SOCKET"] = self._hub.address
+                if spec.watchdog is not None:
+                    env["WATCHDOG_USEC"] = str(round(spec.watchdog * 1e6))
+                    pid_env.append("WATCHDOG_PID")
             proc = await spawn(
                 spec.command,
                 cwd=spec.cwd,
@@ -407,7 +422,7 @@ class Instance(metaclass=NoPublicConstructor):
                 stop_signal=spec.stop_signal,
                 grace=spec.stop_timeout,
                 pass_fds=fds,
-                pid_env="LISTEN_PID" if fds else None,
+                pid_env=pid_env,
                 sinks=(self._log("stdout"), self._log("stderr")),
             )
         except SpawnError as exc:
@@ -419,22 +434,36 @@ class Instance(metaclass=NoPublicConstructor):
         self._observer.spawned(spec.name, self.started_at - spawning)
         self.started_wall = time.time()
         self._on_spawn(self)
-        self._set_state(State.RUNNING)
-        self._event("start", f"started, pid {proc.pid}", {"pid": proc.pid})
-        probe = None
+        watchers = []
+        self.notify_status = self._ready_at = None
+        if spec.notify:
+            self._notified = _Notified(time.monotonic() + spec.start_timeout)
+            self._hub.watch(proc.pid, self._on_notify)
+            self._event("start", f"started, pid {proc.pid}; waiting for READY=1", {"pid": proc.pid})
+            watchers.append(self._notify_loop(proc))
+        else:
+            self._set_state(State.RUNNING)
+            self._event("start", f"started, pid {proc.pid}", {"pid": proc.pid})
         if spec.health is not None:
             self.health = HealthState(started=self.started_at)
-            probe = asyncio.create_task(self._probe_loop(proc), name=f"probe {self.name}")
+            watchers.append(self._probe_loop(proc))
+        tasks = [asyncio.create_task(w, name=f"watch {self.name}") for w in watchers]
         if spec.hooks.post_start is not None:
             self._side(self._hook("post_start"))
         try:
             result = await self._wait(proc)
         finally:
-            if probe is not None:
-                probe.cancel()
+            self._hub.unwatch(proc.pid)
+            self.notify_status = None  # it spoke for a process that is gone
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await probe
-        uptime = time.monotonic() - self.started_at
+                    await task
+        # A notify service is up from READY=1: one that never got there failed to start.
+        if spec.notify:
+            uptime = 0.0 if self._ready_at is None else time.monotonic() - self._ready_at
+        else:
+            uptime = time.monotonic() - self.started_at
         self._proc = None
         self._on_gone(self)
         if self._stop_requested:
@@ -558,6 +587,10 @@ class Instance(metaclass=NoPublicConstructor):
             return "hook_failed"
         if why.startswith("out of memory"):
             return "oom"
+        if why.startswith("not ready"):
+            return "start_timeout"
+        if why.startswith("watchdog"):
+            return "watchdog"
         if signal is not None:
             return "signal"
         return "success" if code in self.spec.restart.success_exit_codes else "failure"
@@ -566,6 +599,58 @@ class Instance(metaclass=NoPublicConstructor):
         self._set_state(State.FATAL, reason)
         self._event("fatal", reason)
         return max(0.001, retry_at - time.monotonic())
+
+    def _on_notify(self, fields: Mapping[str, str]) -> None:
+        """A message from this instance's process group on the notify socket."""
+        note = self._notified
+        if "STATUS" in fields:
+            self.notify_status = fields["STATUS"]
+            self._notify()
+        if fields.get("READY") == "1":
+            note.ready = True
+        extend = fields.get("EXTEND_TIMEOUT_USEC", "")
+        if extend.isdigit() and not note.ready:
+            note.deadline = max(note.deadline, time.monotonic() + int(extend) / 1e6)
+        if fields.get("WATCHDOG") == "1":
+            note.pinged = True
+        elif fields.get("WATCHDOG") == "trigger":
+            note.triggered = True
+        note.poke.set()
+
+    async def _notify_loop(self, proc: Process) -> None:
+        """Wait for READY=1 until the start timeout; then, with a watchdog, for its pings."""
+        spec, note = self.spec, self._notified
+        while not note.ready:
+            if not await note.wait_until(note.deadline):
+                why = f"not ready: no READY=1 within {format_duration(spec.start_timeout)}"
+                await self._stop_for(proc, why)
+                return
+        self._ready_at = time.monotonic()
+        if self.state is not State.STARTING:
+            return  # being stopped
+        self._set_state(State.RUNNING)
+        self._event("ready", "ready (READY=1)")
+        if spec.watchdog is None:
+            return
+        last = time.monotonic()
+        while True:
+            if note.triggered:
+                await self._stop_for(proc, "watchdog: the service triggered it (WATCHDOG=trigger)")
+                return
+            if note.pinged:
+                note.pinged, last = False, time.monotonic()
+            if not await note.wait_until(last + spec.watchdog) and not note.pinged:
+                why = f"watchdog: no WATCHDOG=1 for {format_duration(spec.watchdog)}"
+                await self._stop_for(proc, why)
+                return
+
+    async def _stop_for(self, proc: Process, why: str) -> None:
+        """Stop the instance's process to restart it (a failure for the restart policy)."""
+        if not proc.running or self._stop_requested:
+            return
+        self._unhealthy_restart = why
+        self._event("restart", f"restarting: {why}")
+        await self._stop_process(proc, why)
 
     async def _probe_loop(self, proc: Process) -> None:
         spec = self.spec.health
@@ -600,6 +685,29 @@ class Instance(metaclass=NoPublicConstructor):
             # start_interval): a fresh instance becomes healthy soon after it can.
             fast = self.health.health is Health.UNKNOWN
             await asyncio.sleep(min(spec.interval, 1.0) if fast else spec.interval)
+
+
+class _Notified:
+    """What a ``notify`` instance's current run has said on the notify socket."""
+
+    __slots__ = ("deadline", "pinged", "poke", "ready", "triggered")
+
+    def __init__(self, deadline: float = 0.0) -> None:
+        self.deadline = deadline  # monotonic: READY=1 is due by then
+        self.ready = self.pinged = self.triggered = False
+        self.poke = asyncio.Event()
+
+    async def wait_until(self, at: float) -> bool:
+        """Wait for a message until ``at`` (monotonic); False if none came by then."""
+        self.poke.clear()
+        left = at - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self.poke.wait(), left)
+        except TimeoutError:
+            return False
+        return True
 
 
 def _describe(result: Result) -> str:

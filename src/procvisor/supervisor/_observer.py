@@ -20,11 +20,15 @@ EXIT_REASONS = (
     "spawn_error",
     "hook_failed",
     "oom",
+    "start_timeout",
+    "watchdog",
 )
 """Why an instance's process ended (or never ran), as :meth:`Observer.exited` names it:
 an exit code in ``success_exit_codes``; another code; killed by a signal it did not expect;
 stopped on request; restarted for failing its probe; the program could not be started; the
-``pre_start`` hook failed; the kernel's OOM killer killed it at its cgroup ``memory`` limit."""
+``pre_start`` hook failed; the kernel's OOM killer killed it at its cgroup ``memory`` limit;
+a ``notify`` service sent no ``READY=1`` within its ``start_timeout``, or missed a
+``watchdog`` ping."""
 
 
 class Observer(Protocol):

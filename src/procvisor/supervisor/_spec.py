@@ -87,3 +87,12 @@ class ServiceSpec:
     health: ProbeSpec | None = None
     limits: Limits | None = None
     logs: LogSpec = field(default_factory=LogSpec)
+    notify: bool = False
+    """systemd's ``Type=notify``: the instance gets ``$NOTIFY_SOCKET`` and is ``starting``
+    until it sends ``READY=1``."""
+    start_timeout: float = 90.0
+    """With ``notify``: how long an instance may take to send ``READY=1`` before it is
+    stopped as a failed start (``EXTEND_TIMEOUT_USEC`` extends it)."""
+    watchdog: float | None = None
+    """With ``notify``: the longest time between ``WATCHDOG=1`` pings once it is ready; an
+    instance that misses one is stopped and restarted as a failure."""

@@ -24,6 +24,7 @@ from procvisor.policy.cron import next_fire
 from procvisor.process import group_pids, start_ticks, stop_group
 from procvisor.store import InstanceRecord, Store
 from procvisor.supervisor._instance import Instance, State
+from procvisor.supervisor._notify import NotifyHub
 from procvisor.supervisor._observer import NullObserver, Observer
 from procvisor.supervisor._probes import Prober
 from procvisor.supervisor._spec import ServiceSpec
@@ -69,10 +70,11 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
 
 
 def _ready_timeout(spec: ServiceSpec) -> float:
-    """How long an instance of ``spec`` may take to be ready: 10 s to run, and, with a probe,
-    its start period and enough probes to pass (or fail) its thresholds."""
+    """How long an instance of ``spec`` may take to be ready: 10 s to run, its start timeout
+    if it sends READY=1, and, with a probe, its start period and enough probes to pass (or
+    fail) its thresholds."""
     health = spec.health
-    timeout = 10.0
+    timeout = 10.0 + (spec.start_timeout if spec.notify else 0.0)
     if health is not None:
         timeout += health.start_period + health.interval * (
             health.success_threshold + health.failure_threshold
@@ -117,6 +119,7 @@ class Supervisor:
         self._store = store
         self._observer: Observer = observer if observer is not None else NullObserver()
         self._prober = Prober()
+        self._notify_hub = NotifyHub()
         self._services: dict[str, _Service] = {}
         self._ps: dict[int, psutil.Process] = {}
         self._crons: dict[str, asyncio.Task[None]] = {}  # restart_cron loops, by service
@@ -161,6 +164,7 @@ class Supervisor:
             on_gone=self._on_gone,
             observer=self._observer,
             sockets=self._sockets,
+            notify_hub=self._notify_hub,
         )
 
     # -- lookups ----------------------------------------------------------------------------
@@ -296,6 +300,7 @@ class Supervisor:
             for inst in svc.instances:
                 await inst.close()
         await self._prober.aclose()
+        self._notify_hub.close()
 
     def kill_all(self) -> None:
         """SIGKILL every running instance's group now (a second SIGTERM to the daemon)."""
