@@ -64,6 +64,7 @@ STATUS = [
         "cpu_percent": 1.25,
         "rss": 15 * 1024 * 1024,
         "reason": "",
+        "status_text": "serving 3 clients",
     },
     {
         "name": "web:1",
@@ -84,6 +85,7 @@ STATUS = [
         "cpu_percent": None,
         "rss": None,
         "reason": "5 restarts in 60s; trying again in 5m",
+        "status_text": None,
     },
     {
         "name": "cron:0",
@@ -104,6 +106,7 @@ STATUS = [
         "cpu_percent": None,
         "rss": None,
         "reason": "cannot start: program 'crond' not found in PATH (/usr/bin:/bin); fatal",
+        "status_text": None,
     },
 ]
 
@@ -328,6 +331,7 @@ def test_status_is_an_aligned_table(daemon: BackgroundDaemon, config: Path) -> N
         "cron:0  fatal    -     -       0         not started  -        -     -",
         "web:1: 5 restarts in 60s; trying again in 5m",
         "cron:0: cannot start: program 'crond' not found in PATH (/usr/bin:/bin); fatal",
+        "web:0 says: serving 3 clients",
     ]
 
 

@@ -44,6 +44,7 @@ def _status(name: str, index: int, **changes: Any) -> dict[str, Any]:
         "cpu_percent": 0.5,
         "rss": 10 * 1024 * 1024,
         "reason": "",
+        "status_text": None,
     }
     item.update(changes)
     return item
