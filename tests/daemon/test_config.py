@@ -36,6 +36,7 @@ from procvisor.daemon.config import (
     parse_config,
     state_dir,
 )
+from procvisor.supervisor import ChangeWatch
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE = EXAMPLES / "procvisor.toml"
@@ -317,6 +318,14 @@ def test_an_error_names_the_file_the_key_path_and_the_accepted_forms() -> None:
             "or remove watchdog",
         ),
         ("notify = true\nstart_timeout = 0", "services.web.start_timeout: 0 must be more than 0"),
+        (
+            "restart_on_change = { paths = [] }",
+            "services.web.restart_on_change.paths: is empty; give at least one file or directory",
+        ),
+        (
+            'restart_on_change = { paths = ["no-such-dir"] }',
+            "services.web.restart_on_change.paths: '",
+        ),
         ('umask = "999"', "services.web.umask: '999' is not an octal umask; use an octal"),
         ("instances = 0", "services.web.instances: 0 must be 1 or more"),
         (
@@ -364,6 +373,21 @@ def test_notify_settings_reach_the_supervisor() -> None:
     assert (web.notify, web.start_timeout, web.watchdog) == (True, 120.0, 15.0)
     [plain] = service_specs(service(""))
     assert (plain.notify, plain.start_timeout, plain.watchdog) == (False, 90.0, None)
+
+
+def test_restart_on_change_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    body = (
+        '[services.web]\ncommand = ["x"]\nrestart_on_change = { paths = "src", ignore = "*.log" }'
+    )
+    [web] = service_specs(parse_config(body, base_dir=tmp_path))
+    assert web.restart_on_change == ChangeWatch((tmp_path / "src",), ("*.log",), 0.5)
+    with pytest.raises(ConfigError) as info:
+        parse_config(body.replace('"src"', '"nope"'), base_dir=tmp_path)
+    assert str(info.value) == (
+        f"procvisor.toml: services.web.restart_on_change.paths: '{tmp_path / 'nope'}' does not "
+        "exist; give a file or directory"
+    )
 
 
 def test_jobs_enforce_names_the_requests_made_limits() -> None:

@@ -87,6 +87,14 @@ depends_on = ["db"]
 """
 
 
+def up(workdir: Path, daemons: list[Daemon], body: str) -> Daemon:
+    """Write ``body`` as the config and start a daemon on it (stopped after the test)."""
+    write_config(workdir, body)
+    d = Daemon(workdir)
+    daemons.append(d)
+    return d
+
+
 def test_under_systemd_it_notifies_ready_watchdog_and_stopping(workdir, daemons) -> None:
     # systemd's side of Type=notify with WatchdogSec=: a datagram socket in $NOTIFY_SOCKET.
     write_config(
@@ -423,8 +431,9 @@ def test_logs_without_a_name_shows_every_instance(workdir, daemons) -> None:
 
 def test_a_notify_service_holds_its_dependents_until_ready(workdir, daemons) -> None:
     (workdir / "service.py").write_text(NOTIFY_SERVICE)
-    write_config(
+    up(
         workdir,
+        daemons,
         f"""
         [services.db]
         command = ["{sys.executable}", "service.py", "wait", "ready", "send",
@@ -436,8 +445,6 @@ def test_a_notify_service_holds_its_dependents_until_ready(workdir, daemons) -> 
         depends_on = ["db"]
         """,
     )
-    d = Daemon(workdir)
-    daemons.append(d)
 
     def db_starting_app_waiting() -> bool:
         out = cli(workdir, "status", "--json")
@@ -453,3 +460,32 @@ def test_a_notify_service_holds_its_dependents_until_ready(workdir, daemons) -> 
     assert "db:0 says: serving 3 clients" in cli(workdir, "status").stdout.splitlines()
     kinds = [e["kind"] for e in json.loads(cli(workdir, "events", "db", "--json").stdout)]
     assert "ready" in kinds
+
+
+CHATTY = "import time\\nwhile True:\\n    print('busy', flush=True)\\n    time.sleep(0.01)"
+
+
+def test_changes_restart_a_service_and_its_own_logs_do_not(workdir, daemons) -> None:
+    # The service watches the config file's directory, where the daemon keeps its state
+    # (.procvisor: logs written every 10 ms, the store): only the files touched count.
+    up(
+        workdir,
+        daemons,
+        f"""
+        [services.app]
+        command = ["{sys.executable}", "-c", "{CHATTY}"]
+        restart_on_change = {{ paths = ["."], debounce = "100ms" }}
+        """,
+    )
+    first = wait_for(lambda: all_running(workdir, {"app:0"}), timeout=20)["app:0"]["pid"]
+
+    def change_restarts() -> list[str]:
+        out = cli(workdir, "events", "app", "--json")
+        return [e["message"] for e in json.loads(out.stdout) if e["kind"] == "change-restart"]
+
+    for n, name in enumerate(("one.txt", "two.txt"), start=1):
+        (workdir / name).write_text("changed")
+        wait_for(lambda n=n: len(change_restarts()) >= n, timeout=20)
+    assert change_restarts() == [f"{workdir / 'one.txt'} changed", f"{workdir / 'two.txt'} changed"]
+    row = wait_for(lambda: all_running(workdir, {"app:0"}), timeout=20)["app:0"]
+    assert row["pid"] != first

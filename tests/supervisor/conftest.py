@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +16,9 @@ from procvisor.supervisor import ServiceSpec, Supervisor
 async def make(tmp_path: Path) -> AsyncIterator[object]:
     made: list[tuple[Supervisor, Store]] = []
 
-    async def factory(*specs: ServiceSpec, start: bool = True) -> Supervisor:
+    async def factory(*specs: ServiceSpec, start: bool = True, **options: Any) -> Supervisor:
         store = Store(tmp_path / f"db{len(made)}.sqlite")
-        sup = Supervisor(list(specs), log_dir=tmp_path / "logs", store=store)
+        sup = Supervisor(list(specs), log_dir=tmp_path / "logs", store=store, **options)
         made.append((sup, store))
         if start:
             await sup.start_all()

@@ -393,6 +393,7 @@ class Daemon:
                 store=self.store,
                 observer=self.metrics,
                 sockets=self.listeners.fds,
+                quiet_dirs=(self.state_dir,),
             )
             left = await self.supervisor.stop_leftovers()
             if left:

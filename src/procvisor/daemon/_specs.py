@@ -6,7 +6,7 @@ from procvisor.daemon._envfile import EnvFileError, read_env_files
 from procvisor.daemon._files import DEFAULT_CONFIG_NAME, ConfigError
 from procvisor.daemon.config import Config, Service
 from procvisor.policy.restart import Backoff, RestartMode, RestartPolicy
-from procvisor.supervisor import HookSpec, LogSpec, ProbeSpec, ServiceSpec
+from procvisor.supervisor import ChangeWatch, HookSpec, LogSpec, ProbeSpec, ServiceSpec
 
 __all__ = ["service_specs"]
 
@@ -53,6 +53,13 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
             cooldown=s.cooldown,
         ),
         restart_cron=s.restart_cron,
+        restart_on_change=None
+        if s.restart_on_change is None
+        else ChangeWatch(
+            paths=s.restart_on_change.paths,
+            ignore=s.restart_on_change.ignore,
+            debounce=s.restart_on_change.debounce,
+        ),
         stop_signal=s.stop_signal,
         stop_timeout=s.stop_timeout,
         depends_on=tuple(s.depends_on),

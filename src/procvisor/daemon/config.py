@@ -751,6 +751,44 @@ class ExecProbe(_Probe):
 Probe = Annotated[HttpProbe | TcpProbe | ExecProbe, Field(discriminator="type")]
 
 
+def _existing(paths: tuple[Path, ...]) -> tuple[Path, ...]:
+    if not paths:
+        raise _problem("is empty; give at least one file or directory to watch")
+    for path in paths:
+        if not path.exists():
+            raise _problem(f"'{path}' does not exist; give a file or directory")
+    return paths
+
+
+class ChangeWatchSection(_Section):
+    """``[services.X.restart_on_change]``: files whose changes restart the service."""
+
+    paths: Annotated[
+        tuple[ConfigPath, ...],
+        BeforeValidator(_one_or_many),
+        AfterValidator(_existing),
+        WithJsonSchema({"anyOf": [_STRING, {"type": "array", "items": _STRING}]}),
+    ] = Field(
+        description=(
+            "Files and directories (watched recursively) whose changes restart the running "
+            "instances, one at a time; relative to the config file's directory. Required."
+        ),
+    )
+    ignore: Annotated[tuple[str, ...], BeforeValidator(_one_or_many)] = Field(
+        default=(),
+        description=(
+            "Glob patterns of changes that do not count, matched against the path under a "
+            "watched one and each of its parts: '*.log', 'tmp', 'build/*'. .git, "
+            "__pycache__, node_modules and the daemon's state directory never count. "
+            "Default: none."
+        ),
+    )
+    debounce: PositiveDuration = Field(
+        default=0.5,
+        description="Changes within this of each other make one restart. Default '500ms'.",
+    )
+
+
 class Logs(_Section):
     """``[services.X.logs]``: the instance's stdout and stderr, kept in files in state_dir."""
 
@@ -902,6 +940,13 @@ class Service(_Section):
             "Restart the running instances on this cron schedule, one at a time, each ready "
             "before the next (PM2's cron_restart), e.g. '0 4 * * *': for a program that "
             "leaks. 5 fields, or 6 with seconds last; local time. Default: never."
+        ),
+    )
+    restart_on_change: ChangeWatchSection | None = Field(
+        default=None,
+        description=(
+            "{ paths = ['src'], ignore = ['*.log'], debounce = '500ms' }: restart the running "
+            "instances, rolling, when those files change (PM2's watch). Default: off."
         ),
     )
     stop_signal: Signal = Field(

@@ -7,11 +7,12 @@ is told what to run with :class:`ServiceSpec` objects; it never reads a config f
 
 from procvisor.supervisor._instance import ExitInfo, Instance, State
 from procvisor.supervisor._observer import EXIT_REASONS, NullObserver, Observer
-from procvisor.supervisor._spec import HookSpec, LogSpec, ProbeSpec, ServiceSpec
+from procvisor.supervisor._spec import ChangeWatch, HookSpec, LogSpec, ProbeSpec, ServiceSpec
 from procvisor.supervisor._supervisor import ReloadResult, Supervisor
 
 __all__ = [
     "EXIT_REASONS",
+    "ChangeWatch",
     "ExitInfo",
     "HookSpec",
     "Instance",

@@ -58,6 +58,17 @@ class LogSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeWatch:
+    """Files whose changes restart a service's running instances, rolling."""
+
+    paths: tuple[Path, ...]
+    ignore: tuple[str, ...] = ()
+    """Glob patterns of paths that do not count, e.g. ``*.log``, ``tmp``."""
+    debounce: float = 0.5
+    """Seconds of quiet that end a batch of changes (one restart per batch)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     """One ``[services.NAME]`` table, as the supervisor needs it."""
 
@@ -73,6 +84,8 @@ class ServiceSpec:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     restart_cron: str | None = None
     """A cron expression: its running instances are restarted on it, rolling."""
+    restart_on_change: ChangeWatch | None = None
+    """Files whose changes restart its running instances, rolling."""
     stop_signal: int = _signal.SIGTERM
     stop_timeout: float = 10.0
     depends_on: tuple[str, ...] = ()

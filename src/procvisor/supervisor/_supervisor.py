@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from procvisor.policy.cron import next_fire
 from procvisor.process import group_pids, start_ticks, stop_group
 from procvisor.store import InstanceRecord, Store
+from procvisor.supervisor._changes import watch_changes
 from procvisor.supervisor._instance import Instance, State
 from procvisor.supervisor._notify import NotifyHub
 from procvisor.supervisor._observer import NullObserver, Observer
 from procvisor.supervisor._probes import Prober
-from procvisor.supervisor._spec import ServiceSpec
+from procvisor.supervisor._spec import ChangeWatch, ServiceSpec
 
 if TYPE_CHECKING:
     import psutil
@@ -111,9 +112,12 @@ class Supervisor:
         store: Store,
         observer: Observer | None = None,
         sockets: Mapping[str, int] | None = None,
+        quiet_dirs: Sequence[Path] = (),
     ) -> None:
         """``sockets``: the fd of each listening socket the specs name, as the owner keeps
-        it (it is read at every spawn, so a socket bound anew is passed from then on)."""
+        it (it is read at every spawn, so a socket bound anew is passed from then on).
+        ``quiet_dirs``: where changes never restart a service (the owner's state directory;
+        ``log_dir`` is always one)."""
         self._log_dir = log_dir
         self._sockets: Mapping[str, int] = {} if sockets is None else sockets
         self._store = store
@@ -122,7 +126,9 @@ class Supervisor:
         self._notify_hub = NotifyHub()
         self._services: dict[str, _Service] = {}
         self._ps: dict[int, psutil.Process] = {}
-        self._crons: dict[str, asyncio.Task[None]] = {}  # restart_cron loops, by service
+        # restart_cron and restart_on_change loops, by service; the event stops a file watch
+        self._restarters: dict[str, list[tuple[asyncio.Task[None], asyncio.Event]]] = {}
+        self._quiet_dirs = (log_dir, *quiet_dirs)
         for spec in specs:
             self._services[spec.name] = _Service(spec)
         log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -217,38 +223,59 @@ class Supervisor:
             while len(svc.instances) < svc.spec.instances:
                 svc.instances.append(self._new_instance(svc.spec, len(svc.instances)))
         for name in self._services:
-            self._arm_cron(name)
+            self._arm_restarts(name)
         auto = [n for n, svc in self._services.items() if svc.spec.autostart]
         await self._start_services(auto)
 
-    # -- scheduled restarts -----------------------------------------------------------------
+    # -- restarts on a schedule or on file changes --------------------------------------------
 
-    def _arm_cron(self, name: str) -> None:
-        """(Re)start the restart_cron loop of service ``name``, if it has a schedule."""
-        self._disarm_cron(name)
-        cron = self._services[name].spec.restart_cron
-        if cron is not None:
-            task = asyncio.create_task(self._cron_restarts(name, cron), name=f"cron {name}")
+    def _arm_restarts(self, name: str) -> None:
+        """(Re)start the restart_cron and restart_on_change loops of service ``name``."""
+        self._disarm_restarts(name)
+        spec = self._services[name].spec
+        loops = []
+        stop = asyncio.Event()
+        if spec.restart_cron is not None:
+            loops.append((self._cron_restarts(name, spec.restart_cron), f"cron {name}"))
+        if spec.restart_on_change is not None:
+            changes = self._change_restarts(name, spec.restart_on_change, stop)
+            loops.append((changes, f"changes {name}"))
+        for coro, label in loops:
+            task = asyncio.create_task(coro, name=label)
             task.add_done_callback(_log_failure)
-            self._crons[name] = task
+            self._restarters.setdefault(name, []).append((task, stop))
 
-    def _disarm_cron(self, name: str) -> None:
-        task = self._crons.pop(name, None)
-        if task is not None:
-            task.cancel()  # a restart in progress stops where it is; stop() finishes it
+    def _disarm_restarts(self, name: str) -> list[asyncio.Task[None]]:
+        """Stop the loops of ``name``; a restart in progress stops where it is (stop()
+        finishes it). Returns the tasks, to await."""
+        tasks = []
+        for task, stop in self._restarters.pop(name, []):
+            stop.set()  # a file watch's thread ends within 50 ms, then the task can end
+            task.cancel()
+            tasks.append(task)
+        return tasks
 
     async def _cron_restarts(self, name: str, cron: str) -> None:
         """Restart the running instances of ``name`` at each fire time of ``cron``, rolling."""
         while True:
             await asyncio.sleep(max(0.0, next_fire(cron, time.time()) - time.time()))
-            running = [i.name for i in self._services[name].instances if i.active]
-            if not running:
-                continue
-            self.emit(name, None, "cron-restart", f"restart on schedule {cron!r}")
-            try:
-                await self.restart(running, rolling=True)
-            except (RuntimeError, LookupError) as exc:
-                self.emit(name, None, "cron-restart-failed", str(exc))
+            await self._restart_running(name, "cron-restart", f"restart on schedule {cron!r}")
+
+    async def _change_restarts(self, name: str, watch: ChangeWatch, stop: asyncio.Event) -> None:
+        """Restart the running instances of ``name`` after each batch of file changes."""
+        async for changed in watch_changes(watch, self._quiet_dirs, stop):
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            await self._restart_running(name, "change-restart", f"{changed[0]}{more} changed")
+
+    async def _restart_running(self, name: str, kind: str, why: str) -> None:
+        running = [i.name for i in self._services[name].instances if i.active]
+        if not running:
+            return  # a stopped service stays stopped
+        self.emit(name, None, kind, why)
+        try:
+            await self.restart(running, rolling=True)
+        except (RuntimeError, LookupError) as exc:
+            self.emit(name, None, f"{kind}-failed", str(exc))
 
     async def _start_services(self, names: Sequence[str]) -> None:
         for level in start_levels(self.specs, names):
@@ -291,10 +318,8 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         """Stop every instance, dependents before their dependencies; then close."""
-        crons = list(self._crons.values())
-        for name in list(self._crons):
-            self._disarm_cron(name)
-        await asyncio.gather(*crons, return_exceptions=True)  # gone before anything stops
+        loops = [t for name in list(self._restarters) for t in self._disarm_restarts(name)]
+        await asyncio.gather(*loops, return_exceptions=True)  # gone before anything stops
         await self._stop_services(list(self._services))
         for svc in self._services.values():
             for inst in svc.instances:
@@ -388,7 +413,7 @@ class Supervisor:
             else:
                 changed.append(name)
         for name in [*removed, *changed]:
-            self._disarm_cron(name)
+            self._disarm_restarts(name)
         # Stop what goes away or changes (dependents first), then start in dependency order.
         await self._stop_services([*removed, *changed])
         for name in removed:
@@ -413,7 +438,7 @@ class Supervisor:
         for name in [*added, *changed]:
             svc = self._services[name]
             svc.instances = [self._new_instance(svc.spec, i) for i in range(svc.spec.instances)]
-            self._arm_cron(name)
+            self._arm_restarts(name)
         to_start = [n for n in added if new[n].autostart]
         to_start += [n for n in changed if new[n].autostart or running_before[n]]
         await self._start_services(to_start)
