@@ -349,7 +349,10 @@ def test_bad_values(body: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ('instances = "2"', "services.web.instances: expected an integer, got a string '2'"),
+        (
+            'instances = "2"',
+            "services.web.instances: '2' is not a count; give a whole number or 'max'",
+        ),
         ('autostart = "yes"', "services.web.autostart: expected true or false, got a string"),
         (
             "depends_on = 'db'",
@@ -365,6 +368,10 @@ def test_bad_values(body: str, expected: str) -> None:
 )
 def test_wrong_types_name_the_expected_type(body: str, expected: str) -> None:
     assert f"procvisor.toml: {expected}" in only_problem(f'[services.web]\ncommand = ["x"]\n{body}')
+
+
+def test_instances_max_is_one_per_usable_cpu() -> None:
+    assert service('instances = "max"').services["web"].instances == len(os.sched_getaffinity(0))
 
 
 def test_notify_settings_reach_the_supervisor() -> None:

@@ -252,6 +252,15 @@ def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _instances(value: Any) -> Any:
+    """``"max"`` is one instance per CPU this process may run on (PM2's ``-i max``)."""
+    if value == "max":
+        return len(os.sched_getaffinity(0))
+    if isinstance(value, str):
+        raise _problem(f"{_toml_repr(value)} is not a count; give a whole number or 'max'")
+    return value
+
+
 def _dependencies(value: Any) -> Any:
     """``depends_on`` as ``{name: condition}``: an array means every name is ``started``."""
     if isinstance(value, list | tuple):
@@ -848,8 +857,17 @@ class Service(_Section):
             "shell = true. Required."
         )
     )
-    instances: int = Field(
-        default=1, ge=1, description="Copies to run, named NAME:0, NAME:1, ... Default 1."
+    instances: Annotated[
+        int,
+        BeforeValidator(_instances),
+        WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"const": "max"}]}),
+    ] = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Copies to run, named NAME:0, NAME:1, ...; 'max': one per CPU this machine lets "
+            "procvisor use. Default 1."
+        ),
     )
     cwd: ConfigPath | None = Field(
         default=None,
