@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from types import SimpleNamespace
@@ -256,3 +257,24 @@ def test_the_message_shows_what_was_observed_only_beyond_the_limit(
     assert message.startswith("spin exceeded its cpu_time limit of 1s")
     assert (shown in message) if shown else "observed" not in message
     assert info.value.observed == observed
+
+
+@needs_memory_cgroup
+async def test_oom_kills_are_reported_while_the_group_runs() -> None:
+    # The shell survives its child's kill and goes on: the kill is still seen, at once.
+    script = f"{PY} -c 'bytearray(300 * 1024 * 1024)'; echo survived; exec sleep 600"
+    proc = await procvisor.spawn(["sh", "-c", script], limits=Limits(memory="64M"))
+    async with proc:
+        kills = proc.oom_kills()
+        assert await asyncio.wait_for(anext(kills), 20) == 1
+        await kills.aclose()
+        assert proc.running
+    with pytest.raises(LimitExceeded) as info:
+        await proc.wait()
+    assert info.value.limit == "memory"
+
+
+async def test_oom_kills_yields_nothing_without_a_memory_cgroup(no_cgroups) -> None:
+    proc = await procvisor.spawn(["sleep", "600"], limits=Limits(memory="64M"))
+    async with proc:
+        assert [kill async for kill in proc.oom_kills()] == []

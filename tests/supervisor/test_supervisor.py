@@ -131,11 +131,39 @@ async def test_an_instance_killed_at_its_memory_limit_says_so(make) -> None:
     never = RestartPolicy(restart=RestartMode.NEVER)
     sup = await make(spec("hog", hog, restart=never, limits=Limits(memory="64M")))
     row = await await_for(lambda: (r := by_name(sup)["hog:0"])["state"] == "exited" and r)
-    assert row["last_exit"]["signal"] == "SIGKILL"
+    # SIGKILL from the OOM killer, or SIGTERM from procvisor's stop when it saw the OOM first
+    assert row["last_exit"]["signal"] in ("SIGKILL", "SIGTERM")
     [message] = [m for k, m in events(sup, "hog") if k == "exit"]
-    assert message.startswith(
-        "out of memory: the kernel killed a process at the 64M memory limit (killed by SIGKILL)"
+    assert message.startswith("out of memory: the kernel killed a process at the 64M memory limit")
+
+
+NEEDS_MEMORY_CGROUP = pytest.mark.skipif(
+    not _cgroup.available("memory"), reason="no writable cgroup v1 memory hierarchy here"
+)
+# The main process lives on while a child it starts is killed at the limit.
+MASTER = ("sh", "-c", f"{PY} -c 'bytearray(300 * 1024 * 1024)'; exec sleep 600")
+
+
+@NEEDS_MEMORY_CGROUP
+async def test_an_oom_kill_of_any_process_restarts_the_instance(make) -> None:
+    never = RestartPolicy(restart=RestartMode.NEVER)
+    sup = await make(spec("master", MASTER, restart=never, limits=Limits(memory="64M")))
+    row = await await_for(lambda: (r := by_name(sup)["master:0"])["state"] == "exited" and r)
+    assert row["last_exit"]["reason"].startswith(
+        "out of memory: the kernel killed a process at the 64M memory limit (1 so far)"
     )
+    assert ("oom", "the kernel killed a process at the 64M memory limit (1 so far)") in events(
+        sup, "master"
+    )
+
+
+@NEEDS_MEMORY_CGROUP
+async def test_on_oom_none_only_records_the_kill(make) -> None:
+    sup = await make(spec("master", MASTER, on_oom="none", limits=Limits(memory="64M")))
+    pid = by_name(sup)["master:0"]["pid"]
+    await await_for(lambda: any(k == "oom" for k, _ in events(sup, "master")), timeout=20)
+    row = by_name(sup)["master:0"]
+    assert (row["state"], row["pid"]) == ("running", pid)
 
 
 async def test_a_flooding_service_neither_blocks_nor_bloats_and_its_log_rotates(make) -> None:

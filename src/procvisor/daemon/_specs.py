@@ -82,6 +82,7 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
         notify=s.notify,
         start_timeout=s.start_timeout,
         watchdog=s.watchdog,
+        on_oom=s.on_oom,
     )
 
 

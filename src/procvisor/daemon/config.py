@@ -1066,6 +1066,14 @@ class Service(_Section):
             "(number). Default: none."
         ),
     )
+    on_oom: Literal["restart", "none"] = Field(
+        default="restart",
+        description=(
+            "When the kernel's OOM killer kills any process of an instance at its cgroup "
+            "memory limit: restart the instance (systemd's OOMPolicy=stop), or none (only an "
+            "'oom' event, for a master that replaces its own workers). Default 'restart'."
+        ),
+    )
     logs: Logs = Field(
         default_factory=Logs,
         description="Log files: { max_size = '10M', backups = 5, timestamps = false }.",

@@ -377,6 +377,39 @@ class Process(metaclass=NoPublicConstructor):
         raise_for_outcome(self._ex, result, check=False, stage=None)
         return result
 
+    async def oom_kills(self) -> AsyncIterator[int]:
+        """Each time the kernel's OOM killer kills a process of the group at its cgroup
+        ``memory`` limit, the number of kills it has notified so far; ends when the group has
+        ended (or when the caller stops iterating, e.g. by cancelling).
+
+        Yields nothing where ``memory`` is not a cgroup (see :attr:`limits`). A kill of the
+        command itself also ends it, which :meth:`wait` reports as ``LimitExceeded``.
+        """
+        fd = self._ex.oom_notifier() if not self._ex.done else None
+        if fd is None:
+            return
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        loop.add_reader(fd, wake.set)
+        # Counted from the kernel's notifications: its kill counter is raised only after it
+        # notifies, so reading that counter now could miss the kill being notified.
+        kills = 0
+        try:
+            while not self._ex.done:
+                await wake.wait()
+                wake.clear()
+                try:
+                    notified = os.eventfd_read(fd)
+                except BlockingIOError:
+                    continue
+                if self._ex.done:
+                    return  # the cgroup was removed with the group: no kill
+                kills += notified
+                yield kills
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
     def signal(self, sig: int | str) -> None:
         """Send ``sig`` (a number or a name like ``"HUP"``) to every process in the group."""
         self._ex.send_signal(parse_signal(sig))

@@ -157,6 +157,29 @@ class Cgroup:
         """The files a process writes its pid to, to join."""
         return tuple(str(leaf / "cgroup.procs") for leaf in self.leaves.values())
 
+    def oom_notifier(self) -> int | None:
+        """An eventfd the kernel signals at each OOM in the memory leaf (None: no leaf).
+
+        The caller reads and closes it; it is signalled once more when the leaf is removed.
+
+        Raises:
+            OSError: it could not be registered.
+        """
+        leaf = self.leaves.get("memory")
+        if leaf is None:
+            return None
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            control = os.open(leaf / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                (leaf / "cgroup.event_control").write_text(f"{efd} {control}")
+            finally:
+                os.close(control)  # the registration holds what it needs
+        except BaseException:
+            os.close(efd)
+            raise
+        return efd
+
     def oom_kills(self) -> tuple[int, int]:
         """How many processes the OOM killer killed in the memory leaf, and its peak usage."""
         leaf = self.leaves.get("memory")

@@ -347,6 +347,11 @@ class Execution:
         self._close_stdin()
         self._remove_cgroup()
 
+    def oom_notifier(self) -> int | None:
+        """An eventfd signalled at each OOM kill in the group's memory cgroup, if it has one
+        (see :meth:`Cgroup.oom_notifier`)."""
+        return None if self._cgroup is None else self._cgroup.oom_notifier()
+
     def _remove_cgroup(self) -> None:
         if self._cgroup is not None:
             self._oom = self._cgroup.oom_kills()

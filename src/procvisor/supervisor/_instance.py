@@ -447,6 +447,8 @@ class Instance(metaclass=NoPublicConstructor):
         if spec.health is not None:
             self.health = HealthState(started=self.started_at)
             watchers.append(self._probe_loop(proc))
+        if proc.limits.get("memory") == "cgroup":
+            watchers.append(self._oom_loop(proc))
         tasks = [asyncio.create_task(w, name=f"watch {self.name}") for w in watchers]
         if spec.hooks.post_start is not None:
             self._side(self._hook("post_start"))
@@ -642,6 +644,21 @@ class Instance(metaclass=NoPublicConstructor):
             if not await note.wait_until(last + spec.watchdog) and not note.pinged:
                 why = f"watchdog: no WATCHDOG=1 for {format_duration(spec.watchdog)}"
                 await self._stop_for(proc, why)
+                return
+
+    async def _oom_loop(self, proc: Process) -> None:
+        """Record each OOM kill in the instance's memory cgroup; restart it, unless told not to.
+
+        The command's own kill ends it anyway; a kill of another of its processes (a worker
+        of a master that carries on) would otherwise go unseen.
+        """
+        assert self.spec.limits is not None and self.spec.limits.memory is not None
+        limit = format_size(self.spec.limits.memory)
+        async for count in proc.oom_kills():
+            what = f"the kernel killed a process at the {limit} memory limit ({count} so far)"
+            self._event("oom", what, {"oom_kills": count})
+            if self.spec.on_oom == "restart":
+                await self._stop_for(proc, f"out of memory: {what}")
                 return
 
     async def _stop_for(self, proc: Process, why: str) -> None:

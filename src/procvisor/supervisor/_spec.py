@@ -106,6 +106,9 @@ class ServiceSpec:
     start_timeout: float = 90.0
     """With ``notify``: how long an instance may take to send ``READY=1`` before it is
     stopped as a failed start (``EXTEND_TIMEOUT_USEC`` extends it)."""
+    on_oom: Literal["restart", "none"] = "restart"
+    """When the OOM killer kills any process of an instance at its cgroup ``memory`` limit:
+    restart the instance (systemd's ``OOMPolicy=stop``), or only record it."""
     watchdog: float | None = None
     """With ``notify``: the longest time between ``WATCHDOG=1`` pings once it is ready; an
     instance that misses one is stopped and restarted as a failure."""
