@@ -43,6 +43,7 @@ def test_series_follow_prometheus_naming_and_count_what_was_observed() -> None:
         metrics.exited("web", "failure")
         metrics.probed("web", False, 0.01)
         metrics.probed("web", True, 0.02)
+        metrics.oom_killed("web")
         metrics.alert_fired("high-rss", "warning")
         fams = families(metrics.render().decode())
     for name, fam in fams.items():
@@ -52,6 +53,7 @@ def test_series_follow_prometheus_naming_and_count_what_was_observed() -> None:
     assert value(fams, "procvisor_spawn_duration_seconds_count", service="web") == 2
     assert value(fams, "procvisor_exits_total", service="web", reason="failure") == 1
     assert value(fams, "procvisor_probe_failures_total", service="web") == 1
+    assert value(fams, "procvisor_oom_kills_total", service="web") == 1
     assert value(fams, "procvisor_probe_duration_seconds_count", service="web") == 2
     assert value(fams, "procvisor_alerts_fired_total", rule="high-rss") == 1
     assert value(fams, "procvisor_instance_up", service="web", instance="0") == 1

@@ -18,7 +18,14 @@ from procvisor import Limits
 from procvisor.policy.restart import Backoff, RestartMode, RestartPolicy
 from procvisor.process import _cgroup, group_members, start_ticks
 from procvisor.store import InstanceRecord, Store
-from procvisor.supervisor import HookSpec, LogSpec, ProbeSpec, ServiceSpec, Supervisor
+from procvisor.supervisor import (
+    HookSpec,
+    LogSpec,
+    NullObserver,
+    ProbeSpec,
+    ServiceSpec,
+    Supervisor,
+)
 
 PY = sys.executable
 SLEEP = (PY, "-c", "import time; time.sleep(600)")
@@ -159,11 +166,21 @@ async def test_an_oom_kill_of_any_process_restarts_the_instance(make) -> None:
 
 @NEEDS_MEMORY_CGROUP
 async def test_on_oom_none_only_records_the_kill(make) -> None:
-    sup = await make(spec("master", MASTER, on_oom="none", limits=Limits(memory="64M")))
+    class Counting(NullObserver):
+        def __init__(self) -> None:
+            self.kills: list[str] = []
+
+        def oom_killed(self, service: str) -> None:
+            self.kills.append(service)
+
+    observer = Counting()
+    limits = Limits(memory="64M")
+    sup = await make(spec("master", MASTER, on_oom="none", limits=limits), observer=observer)
     pid = by_name(sup)["master:0"]["pid"]
     await await_for(lambda: any(k == "oom" for k, _ in events(sup, "master")), timeout=20)
     row = by_name(sup)["master:0"]
     assert (row["state"], row["pid"]) == ("running", pid)
+    assert observer.kills == ["master"]
 
 
 async def test_a_flooding_service_neither_blocks_nor_bloats_and_its_log_rotates(make) -> None:

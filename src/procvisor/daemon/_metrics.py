@@ -122,6 +122,13 @@ class _Collector:
         )
         for service, n in r.probe_failures.items():
             failures.add_metric([service], n)
+        ooms = CounterMetricFamily(
+            "procvisor_oom_kills",
+            "Processes of instances the kernel's OOM killer killed at their memory limit",
+            labels=["service"],
+        )
+        for service, n in r.oom_kills.items():
+            ooms.add_metric([service], n)
         fired = CounterMetricFamily(
             "procvisor_alerts_fired", "Alerts that started firing", labels=["rule", "severity"]
         )
@@ -135,7 +142,7 @@ class _Collector:
         for name, st in (r.notifications() if r.notifications is not None else {}).items():
             for outcome in ("delivered", "failed", "dropped"):
                 sent.add_metric([name, outcome], getattr(st, outcome))
-        yield from (spawn, probe, exits, failures, fired, sent)
+        yield from (spawn, probe, exits, failures, ooms, fired, sent)
 
     def _instance_metrics(self) -> Iterator[Metric]:
         from prometheus_client.core import (  # noqa: PLC0415
@@ -262,6 +269,7 @@ class DaemonMetrics:
         self.probes: dict[str, Histogram] = {}
         self.exits: Counter[tuple[str, str]] = Counter()
         self.probe_failures: Counter[str] = Counter()
+        self.oom_kills: Counter[str] = Counter()
         self.alerts_fired: Counter[tuple[str, str]] = Counter()
         self.notifications: Callable[[], Mapping[str, Any]] | None = None
         """The notifiers' delivery counts (``Dispatcher.stats``), once they run."""
@@ -289,6 +297,9 @@ class DaemonMetrics:
         hist.observe(seconds)
         if not ok:
             self.probe_failures[service] += 1
+
+    def oom_killed(self, service: str) -> None:
+        self.oom_kills[service] += 1
 
     def job_event(self, job: int, ts: float, new: str) -> None:
         """A job changed state: a run's duration is observed when it ends."""

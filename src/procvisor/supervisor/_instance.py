@@ -654,7 +654,11 @@ class Instance(metaclass=NoPublicConstructor):
         """
         assert self.spec.limits is not None and self.spec.limits.memory is not None
         limit = format_size(self.spec.limits.memory)
+        seen = 0
         async for count in proc.oom_kills():
+            for _ in range(count - seen):
+                self._observer.oom_killed(self.spec.name)
+            seen = count
             what = f"the kernel killed a process at the {limit} memory limit ({count} so far)"
             self._event("oom", what, {"oom_kills": count})
             if self.spec.on_oom == "restart":

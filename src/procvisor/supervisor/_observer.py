@@ -44,6 +44,10 @@ class Observer(Protocol):
         """A health probe ran: its outcome and latency."""
         ...
 
+    def oom_killed(self, service: str) -> None:
+        """The OOM killer killed a process of an instance at its cgroup memory limit."""
+        ...
+
 
 class NullObserver:
     """Observes nothing."""
@@ -55,4 +59,7 @@ class NullObserver:
         pass
 
     def probed(self, service: str, ok: bool, seconds: float) -> None:
+        pass
+
+    def oom_killed(self, service: str) -> None:
         pass
