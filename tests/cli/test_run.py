@@ -179,6 +179,7 @@ def test_empty_command_is_a_usage_error() -> None:
         (["--open-files", "2"], "--open-files", "3 or more"),
         (["--processes", "many"], "--processes", "whole number"),
         (["--cpus", "all"], "--cpus", "a number like 0.5 or 2"),
+        (["--stop-signal", "FOO"], "--stop-signal", "a name like 'TERM' or 'INT'"),
         (["--env", "NOEQUALS"], "--env", "KEY=VALUE"),
         (["--env", "=value"], "--env", "KEY=VALUE"),
         (["--cwd", "/no/such/dir"], "--cwd", "does not exist"),
@@ -347,6 +348,31 @@ def test_memory_limit_kill_exits_137_and_names_the_limit() -> None:
     data = json.loads(result.stdout)
     assert data["limit_exceeded"] == "memory"
     assert data["limits"] == {"memory": "cgroup", "cpus": "cgroup"}
+
+
+def test_stop_signal_is_what_a_timeout_sends() -> None:
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *a: (print('got INT', flush=True), sys.exit(3)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    result = invoke(
+        "--json", "--timeout", "1s", "--stop-signal", "INT", "--", sys.executable, "-c", code
+    )
+    assert result.exit_code == 124
+    data = json.loads(result.stdout)
+    assert data["stdout"] == "ready\ngot INT\n" and data["returncode"] == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_user_and_group_run_the_command_as_them() -> None:
+    result = invoke("--json", "--user", "nobody", "--group", "nogroup", "--", "id", "-un")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stdout"] == "nobody\n"
+    unknown = invoke("--user", "procvisor-no-such-user", "--", "true")
+    assert unknown.exit_code == 125
+    assert "user 'procvisor-no-such-user' does not exist" in one_error_line(unknown)
 
 
 def test_a_limit_never_exits_0_even_if_the_command_did() -> None:

@@ -30,6 +30,7 @@ import click
 
 import procvisor
 from procvisor.policy import parse_duration
+from procvisor.process import parse_signal
 
 __all__ = ["UsageLine", "as_usage_line", "execute", "run_command"]
 
@@ -179,6 +180,20 @@ class _LimitValue(_ParamType):
         return getattr(limits, self.field)
 
 
+class _Signal(_ParamType):
+    """A signal name (``TERM``, ``SIGINT``) or number."""
+
+    name = "signal"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_signal(int(value) if value.isdigit() else value)
+        except ValueError as exc:
+            self.fail(_strip_field(str(exc), "signal"), param, ctx)
+
+
 class _Duration(_ParamType):
     """Seconds, or a string like ``250ms``, ``10s``, ``1m30s``."""
 
@@ -264,6 +279,9 @@ class RunRequest:
     cwd: str | None = None
     env: Mapping[str, str] | None = None
     grace: float = 5.0
+    stop_signal: int = signal.SIGTERM
+    user: str | None = None
+    group: str | None = None
     shell: bool = False
     as_json: bool = False
 
@@ -319,6 +337,9 @@ async def _run_until_signal(request: RunRequest) -> procvisor.Result:
             limits=request.limits,
             capture=request.as_json,
             grace=request.grace,
+            stop_signal=request.stop_signal,
+            user=request.user,
+            group=request.group,
             shell=request.shell,
         )
     except asyncio.CancelledError:
@@ -489,6 +510,24 @@ Examples:
     help="When stopping: time between SIGTERM and SIGKILL.",
 )
 @click.option(
+    "--stop-signal",
+    type=_Signal(),
+    default="TERM",
+    show_default=True,
+    metavar="SIGNAL",
+    help="The signal that asks the command's group to stop (e.g. INT, HUP, 2).",
+)
+@click.option(
+    "--user",
+    metavar="USER",
+    help="Run as this user (name or uid), with its groups; procvisor must run as root.",
+)
+@click.option(
+    "--group",
+    metavar="GROUP",
+    help="Run with this primary group (name or gid); procvisor must run as root.",
+)
+@click.option(
     "--shell",
     is_flag=True,
     help="Run CMD, one string, with /bin/sh -c. Off by default: only for trusted input.",
@@ -515,6 +554,9 @@ def run_command(
     env: tuple[tuple[str, str], ...],
     env_files: tuple[tuple[tuple[str, str], ...], ...],
     grace: float,
+    stop_signal: int,
+    user: str | None,
+    group: str | None,
     shell: bool,
     as_json: bool,
 ) -> None:
@@ -548,6 +590,9 @@ def run_command(
         cwd=cwd,
         env=merged_env(env_files, env) or None,
         grace=grace,
+        stop_signal=stop_signal,
+        user=user,
+        group=group,
         shell=shell,
         as_json=as_json,
     )
