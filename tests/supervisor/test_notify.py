@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from helpers import NOTIFY_SERVICE, await_for
 from procvisor.policy.restart import RestartMode, RestartPolicy
 from procvisor.store import Store
 from procvisor.supervisor import Supervisor
-from procvisor.supervisor._notify import parse_notify
+from procvisor.supervisor._notify import NotifyHub, parse_notify
 
 from .test_supervisor import by_name, events, spec
 
@@ -136,3 +138,25 @@ def test_the_socket_is_abstract_and_closed_with_the_supervisor(tmp_path) -> None
     address = asyncio.run(main())
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, pytest.raises(OSError):
         s.sendto(b"READY=1", "\0" + address[1:])
+
+
+async def test_a_message_sent_before_the_instance_is_watched_is_kept_for_it(service) -> None:
+    # A program may speak before the daemon has its pid: the message waits for the watch,
+    # which takes only what was sent since the spawn began.
+    hub = NotifyHub()
+    began = time.monotonic()
+    env = {**os.environ, "NOTIFY_SOCKET": hub.address}
+    child = subprocess.Popen(
+        [*service, "send", "READY=1", "sleep"], env=env, start_new_session=True
+    )
+    try:
+        await await_for(lambda: hub._unplaced, timeout=10)
+        got: list[dict[str, str]] = []
+        hub.watch(child.pid, got.append, since=time.monotonic())  # too late for it
+        assert got == []
+        hub.watch(child.pid, got.append, since=began)
+        assert got == [{"READY": "1"}] and not hub._unplaced
+    finally:
+        child.kill()
+        child.wait()
+        hub.close()

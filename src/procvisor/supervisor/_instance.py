@@ -438,7 +438,7 @@ class Instance(metaclass=NoPublicConstructor):
         self.notify_status = self._ready_at = None
         if spec.notify:
             self._notified = _Notified(time.monotonic() + spec.start_timeout)
-            self._hub.watch(proc.pid, self._on_notify)
+            self._hub.watch(proc.pid, self._on_notify, since=spawning)
             self._event("start", f"started, pid {proc.pid}; waiting for READY=1", {"pid": proc.pid})
             watchers.append(self._notify_loop(proc))
         else:

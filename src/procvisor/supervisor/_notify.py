@@ -11,6 +11,10 @@ file it may write, and no path length limit applies. A message counts only for t
 it comes from, told by the sender's pid, which the kernel attaches (``SO_PASSCRED``; a
 process cannot forge another's): the instance's main process, or any live process of its
 process group. Anything else is dropped.
+
+A program can speak before its spawn has returned to the daemon, so before it is known as an
+instance: the last messages from unknown senders are kept for a moment, and those sent by
+the new process or its group since its spawn began are handed over when it is watched.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import os
 import secrets
 import socket
 import struct
+import time
+from collections import deque
 from collections.abc import Callable
 
 __all__ = ["NotifyHub", "parse_notify"]
@@ -30,6 +36,7 @@ log = logging.getLogger("procvisor.supervisor")
 
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _MAX_MESSAGE = 4096
+_UNPLACED = 64  # messages of unknown senders kept, for an instance not watched yet
 
 Handler = Callable[[dict[str, str]], None]
 
@@ -52,6 +59,10 @@ class NotifyHub:
         self._sock: socket.socket | None = None
         self._address = ""
         self._handlers: dict[int, Handler] = {}  # by the instance's pid (its group's id)
+        # (received, sender pid, its group id or None, fields) of senders not placed yet
+        self._unplaced: deque[tuple[float, int, int | None, dict[str, str]]] = deque(
+            maxlen=_UNPLACED
+        )
 
     @property
     def address(self) -> str:
@@ -71,9 +82,14 @@ class NotifyHub:
             self._sock, self._address = sock, f"@{name}"
         return self._address
 
-    def watch(self, pid: int, handler: Handler) -> None:
-        """Send the messages of process group ``pid`` (an instance's) to ``handler``."""
+    def watch(self, pid: int, handler: Handler, *, since: float) -> None:
+        """Send the messages of process group ``pid`` (an instance's) to ``handler``, with
+        those it sent from ``since`` (``time.monotonic()`` when its spawn began) until now."""
         self._handlers[pid] = handler
+        early = [m for m in self._unplaced if m[0] >= since and pid in (m[1], m[2])]
+        for message in early:
+            self._unplaced.remove(message)
+            handler(message[3])
 
     def unwatch(self, pid: int) -> None:
         self._handlers.pop(pid, None)
@@ -95,18 +111,17 @@ class NotifyHub:
             for level, kind, payload in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = _CREDS.unpack(payload[: _CREDS.size])[0]
-            handler = None if pid is None else self._handler_of(pid)
+            if pid is None:
+                continue
+            pgid = None
+            with contextlib.suppress(OSError):
+                pgid = os.getpgid(pid)
+            handler = self._handlers.get(pid) or self._handlers.get(pgid or -1)
             if handler is None:
-                log.debug("notify message from pid %s, which is no instance's: dropped", pid)
+                log.debug("notify message from pid %s, which is no instance's (yet)", pid)
+                self._unplaced.append((time.monotonic(), pid, pgid, parse_notify(data)))
                 continue
             handler(parse_notify(data))
-
-    def _handler_of(self, pid: int) -> Handler | None:
-        handler = self._handlers.get(pid)
-        if handler is None:
-            with contextlib.suppress(OSError):
-                handler = self._handlers.get(os.getpgid(pid))
-        return handler
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
