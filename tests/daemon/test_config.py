@@ -357,7 +357,7 @@ def test_bad_values(body: str, expected: str) -> None:
         (
             "depends_on = 'db'",
             "services.web.depends_on: expected an array of service names or a table of "
-            "name = 'started' | 'healthy', got a string 'db'",
+            "name = 'started' | 'healthy' | 'completed', got a string 'db'",
         ),
         ("backoff = 5", "services.web.backoff: expected a table, got an integer 5"),
         ("env = { A = true }", "services.web.env.A: expected a string, got a boolean true"),
@@ -534,8 +534,20 @@ def test_a_healthy_dependency_needs_a_probe_and_a_known_condition() -> None:
         "[services.db] has none; add [services.db.health] or use 'started'"
     )
     assert only_problem(probed + app % "ready") == (
-        "procvisor.toml: services.app.depends_on.db: 'ready' is not accepted; use 'started' "
-        "or 'healthy'"
+        "procvisor.toml: services.app.depends_on.db: 'ready' is not accepted; use 'started', "
+        "'healthy' or 'completed'"
+    )
+
+
+def test_a_completed_dependency_must_be_able_to_end() -> None:
+    app = '[services.app]\ncommand = ["x"]\ndepends_on = { migrate = "completed" }\n'
+    migrate = '[services.migrate]\ncommand = ["x"]\nrestart = "%s"\n'
+    [_, app_spec] = service_specs(parse_config(migrate % "never" + app))
+    assert app_spec.wait_completed == ("migrate",) and app_spec.depends_on == ("migrate",)
+    assert only_problem(migrate % "always" + app) == (
+        "procvisor.toml: services.app.depends_on.migrate: 'completed' waits for migrate to "
+        "end, and its restart = 'always' starts it again; use restart = 'on-failure' or "
+        "'never' there, or 'started' here"
     )
 
 

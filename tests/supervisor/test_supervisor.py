@@ -454,3 +454,44 @@ async def test_a_leftover_that_is_only_a_zombie_is_not_stopped(tmp_path: Path) -
         await sup.stop_all()
         store.close()
         zombie.wait()
+
+
+async def test_a_dependent_waits_for_its_dependency_to_complete(make, tmp_path) -> None:
+    go, done = tmp_path / "go", tmp_path / "migrated"
+    migrate = (PY, "-c", MIGRATE, str(go), str(done), "0")
+    never = RestartPolicy(restart=RestartMode.NEVER)
+    sup = await make(
+        spec("migrate", migrate, restart=never),
+        spec("app", depends_on=("migrate",), wait_completed=("migrate",)),
+        start=False,
+    )
+    starting = asyncio.create_task(sup.start_all())
+    await await_for(lambda: by_name(sup).get("migrate:0", {}).get("state") == "running")
+    assert by_name(sup)["app:0"]["state"] == "stopped" and not starting.done()
+    go.touch()
+    await asyncio.wait_for(starting, 10)
+    assert by_name(sup)["app:0"]["state"] == "running" and done.exists()
+
+
+async def test_a_dependency_that_fails_leaves_the_dependent_stopped(make, tmp_path) -> None:
+    (tmp_path / "go").touch()
+    failing = (PY, "-c", MIGRATE, str(tmp_path / "go"), str(tmp_path / "x"), "3")
+    never = RestartPolicy(restart=RestartMode.NEVER)
+    sup = await make(
+        spec("migrate", failing, restart=never),
+        spec("app", depends_on=("migrate",), wait_completed=("migrate",)),
+    )
+    assert by_name(sup)["app:0"]["state"] == "stopped"
+    [message] = [m for k, m in events(sup, "app") if k == "not-started"]
+    assert message.startswith("not started: migrate:0 is exited (exit code 3")
+    assert message.endswith("instead of completed, and app waits for it to complete")
+
+
+MIGRATE = """
+import os, sys, time
+go, done, code = sys.argv[1:]
+while not os.path.exists(go):
+    time.sleep(0.01)
+open(done, "w").close()
+sys.exit(int(code))
+"""

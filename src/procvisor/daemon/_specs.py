@@ -64,6 +64,7 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
         stop_timeout=s.stop_timeout,
         depends_on=tuple(s.depends_on),
         wait_healthy=tuple(n for n, condition in s.depends_on.items() if condition == "healthy"),
+        wait_completed=tuple(n for n, c in s.depends_on.items() if c == "completed"),
         sockets=tuple((n, str(config.sockets[n].address)) for n in s.sockets),
         autostart=s.autostart,
         hooks=HookSpec(

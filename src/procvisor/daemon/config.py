@@ -270,8 +270,8 @@ def _dependencies(value: Any) -> Any:
     if isinstance(value, dict):
         return value
     raise _problem(
-        f"expected an array of service names or a table of name = 'started' | 'healthy', "
-        f"got {_got(value)}"
+        "expected an array of service names or a table of name = 'started' | 'healthy' | "
+        f"'completed', got {_got(value)}"
     )
 
 
@@ -976,13 +976,16 @@ class Service(_Section):
         description="Grace time after stop_signal before SIGKILL to the group. Default '10s'.",
     )
     depends_on: Annotated[
-        dict[str, Literal["started", "healthy"]],
+        dict[str, Literal["started", "healthy", "completed"]],
         BeforeValidator(_dependencies),
         WithJsonSchema(
             {
                 "anyOf": [
                     {"type": "array", "items": _STRING},
-                    {"type": "object", "additionalProperties": {"enum": ["started", "healthy"]}},
+                    {
+                        "type": "object",
+                        "additionalProperties": {"enum": ["started", "healthy", "completed"]},
+                    },
                 ]
             }
         ),
@@ -990,9 +993,11 @@ class Service(_Section):
         default_factory=dict,
         description=(
             "Services started before this one and stopped after it: an array of names (each "
-            "started first), or a table of name = 'started' | 'healthy' ('healthy': every "
-            "instance of it passed its health probe first, as docker compose's "
-            "condition: service_healthy). Default: none."
+            "started first), or a table of name = 'started' | 'healthy' | 'completed' "
+            "('healthy': every instance of it passed its health probe first, as docker "
+            "compose's condition: service_healthy; 'completed': every instance of it exited "
+            "with a success code first, as service_completed_successfully, for a migration "
+            "or set-up step). Default: none."
         ),
     )
     sockets: Annotated[tuple[str, ...], BeforeValidator(_tuple)] = Field(
@@ -1466,14 +1471,20 @@ class Config(_Section):
             raise _problem(first.message, *first.keys)
         for name, service in self.services.items():
             for dependency, condition in service.depends_on.items():
+                keys = ("services", name, "depends_on", dependency)
                 if condition == "healthy" and self.services[dependency].health is None:
                     raise _problem(
                         f"'healthy' needs a health probe, and [services.{dependency}] has "
                         f"none; add [services.{dependency}.health] or use 'started'",
-                        "services",
-                        name,
-                        "depends_on",
-                        dependency,
+                        *keys,
+                    )
+                restart = self.services[dependency].restart
+                if condition == "completed" and restart in ("always", "unless-stopped"):
+                    raise _problem(
+                        f"'completed' waits for {dependency} to end, and its restart = "
+                        f"'{restart}' starts it again; use restart = 'on-failure' or "
+                        "'never' there, or 'started' here",
+                        *keys,
                     )
         return self
 

@@ -294,6 +294,18 @@ class Instance(metaclass=NoPublicConstructor):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
 
+    async def wait_completed(self) -> bool:
+        """Wait until the instance has run and exited with a success code, for good; False
+        if it ended otherwise (a failure it is not restarted after, fatal, stopped)."""
+        while True:
+            last = self.last_exit
+            done = self.state is State.EXITED and not self.active
+            if done and last is not None and last.signal is None:
+                return last.code in self.spec.restart.success_exit_codes
+            if self.state in (State.FATAL, State.STOPPED) or done:
+                return False
+            await self._changed.wait()
+
     async def _stop_process(self, proc: Process, why: str) -> None:
         if self.state in (State.RUNNING, State.STARTING):  # starting: waiting for READY=1
             self._set_state(State.STOPPING, why)
@@ -333,6 +345,7 @@ class Instance(metaclass=NoPublicConstructor):
                 self._set_state(State.STOPPED, self.reason, force=True)
             elif self.state is State.FATAL and self._stop_requested:
                 self._set_state(State.STOPPED, "stopped by user")
+            self._notify()  # the runner is done: `active` changed
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()

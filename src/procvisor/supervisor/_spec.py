@@ -92,6 +92,9 @@ class ServiceSpec:
     wait_healthy: tuple[str, ...] = ()
     """Of ``depends_on``, those whose instances must all be healthy (not only running) before
     this service starts."""
+    wait_completed: tuple[str, ...] = ()
+    """Of ``depends_on``, those whose instances must all have exited with a success code
+    before this service starts (a migration, a set-up step)."""
     sockets: tuple[tuple[str, str], ...] = ()
     """``(name, address)`` of the listening sockets the instances get as fds 3, 4, ...; the
     supervisor is given each name's fd, and the address tells a moved socket apart."""

@@ -304,6 +304,18 @@ class Supervisor:
                         f"{name} waits for it to be healthy",
                     )
                     return
+        for dependency in spec.wait_completed:
+            for inst in self._services[dependency].instances:
+                if not await inst.wait_completed():
+                    last = inst.last_exit.reason if inst.last_exit is not None else "never ran"
+                    self.emit(
+                        name,
+                        None,
+                        "not-started",
+                        f"not started: {inst.name} is {inst.state.value} ({last}) instead of "
+                        f"completed, and {name} waits for it to complete",
+                    )
+                    return
         await asyncio.gather(*(i.start() for i in insts))
 
     async def _stop_services(self, names: Sequence[str], only: set[str] | None = None) -> None:
