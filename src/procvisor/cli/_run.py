@@ -30,7 +30,6 @@ import click
 
 import procvisor
 from procvisor.policy import parse_duration
-from procvisor.process import parse_signal
 
 __all__ = ["UsageLine", "as_usage_line", "execute", "run_command"]
 
@@ -188,6 +187,9 @@ class _Signal(_ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if not isinstance(value, str):
             return value
+        # Only `run` needs the process layer (and asyncio): not every other command's start.
+        from procvisor.process import parse_signal  # noqa: PLC0415
+
         try:
             return parse_signal(int(value) if value.isdigit() else value)
         except ValueError as exc:
