@@ -495,3 +495,19 @@ while not os.path.exists(go):
 open(done, "w").close()
 sys.exit(int(code))
 """
+
+
+async def test_merge_stderr_keeps_both_streams_in_one_log_in_order(make) -> None:
+    code = (
+        "import sys, time\n"
+        "for n, out in enumerate([sys.stdout, sys.stderr, sys.stdout, sys.stderr]):\n"
+        "    print(n, file=out, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    sup = await make(spec("both", (PY, "-c", code), logs=LogSpec(merge_stderr=True)))
+    [inst] = sup.resolve(["both"])
+    out = inst.log_path("stdout")
+    await await_for(lambda: out.exists() and out.read_text() == "0\n1\n2\n3\n")
+    assert inst.log_path("stderr") == out
+    assert not out.with_name("both.0.stderr.log").exists()
+    assert sup.log_files("both", "stderr") == [("both:0", out, 5)]

@@ -78,7 +78,10 @@ def _spec(name: str, s: Service, config: Config) -> ServiceSpec:
         health=health,
         limits=s.limits,
         logs=LogSpec(
-            max_size=s.logs.max_size, backups=s.logs.backups, timestamps=s.logs.timestamps
+            max_size=s.logs.max_size,
+            backups=s.logs.backups,
+            timestamps=s.logs.timestamps,
+            merge_stderr=s.logs.merge_stderr,
         ),
         notify=s.notify,
         start_timeout=s.start_timeout,

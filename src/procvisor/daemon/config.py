@@ -815,6 +815,13 @@ class Logs(_Section):
             "milliseconds ('2026-12-07T19:30:01.123+00:00 '), as PM2's --time. Default false."
         ),
     )
+    merge_stderr: bool = Field(
+        default=False,
+        description=(
+            "Send stderr to the stdout log, in the order written (supervisord's "
+            "redirect_stderr); logs --stderr then shows that one log. Default false."
+        ),
+    )
 
 
 class SocketSection(_Section):

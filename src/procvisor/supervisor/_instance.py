@@ -173,6 +173,9 @@ class Instance(metaclass=NoPublicConstructor):
         return f"<Instance {self.name} {self.state.value} pid={self.pid}>"
 
     def log_path(self, stream: str) -> Path:
+        """The file ``stream`` is written to (stderr's is stdout's with ``merge_stderr``)."""
+        if self.spec.logs.merge_stderr:
+            stream = "stdout"
         return self._log_dir / f"{self.spec.name}.{self.index}.{stream}.log"
 
     def _event(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
@@ -436,7 +439,8 @@ class Instance(metaclass=NoPublicConstructor):
                 grace=spec.stop_timeout,
                 pass_fds=fds,
                 pid_env=pid_env,
-                sinks=(self._log("stdout"), self._log("stderr")),
+                merge_stderr=spec.logs.merge_stderr,
+                sinks=self._logs(),
             )
         except SpawnError as exc:
             return self._spawn_failed(exc)
@@ -512,6 +516,11 @@ class Instance(metaclass=NoPublicConstructor):
         )
         self.pid = None
         return delay
+
+    def _logs(self) -> tuple[OutputSink, OutputSink]:
+        """The sinks of stdout and stderr: one file for both with ``merge_stderr``."""
+        out = self._log("stdout")
+        return (out, out) if self.spec.logs.merge_stderr else (out, self._log("stderr"))
 
     def _log(self, stream: str) -> OutputSink:
         size = self.spec.logs.max_size or sys.maxsize  # 0: never rotate

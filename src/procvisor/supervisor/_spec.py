@@ -49,12 +49,13 @@ class HookSpec:
 
 @dataclass(frozen=True, slots=True)
 class LogSpec:
-    """Size-based rotation of an instance's stdout and stderr files, and whether each line
-    starts with the time it was read."""
+    """Size-based rotation of an instance's stdout and stderr files, whether each line starts
+    with the time it was read, and whether stderr goes to the stdout file."""
 
     max_size: int = 10 * 1024 * 1024
     backups: int = 5
     timestamps: bool = False
+    merge_stderr: bool = False
 
 
 @dataclass(frozen=True, slots=True)
