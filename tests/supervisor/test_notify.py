@@ -45,11 +45,13 @@ async def test_an_instance_is_starting_until_it_sends_ready(make, service, tmp_p
     starting = asyncio.create_task(sup.start_all())
     row = await await_for(lambda: (r := by_name(sup).get("api:0", {})).get("pid") and r)
     assert row["state"] == "starting" and row["uptime"] is None
+    assert row["reason"] == "waiting for READY=1"
     assert not starting.done()  # start waits for readiness, as `systemctl start` does
     go.touch()
     await asyncio.wait_for(starting, 10)
     row = by_name(sup)["api:0"]
     assert row["state"] == "running" and row["status_text"] == "serving"
+    assert row["reason"] == ""
     assert ("ready", "ready (READY=1)") in events(sup, "api")
 
 

@@ -189,8 +189,8 @@ def _status_rows(items: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 
 def format_status(items: Sequence[dict[str, Any]]) -> str:
-    """The status table, then one line per instance that is fatal or in backoff, and why,
-    and one per notify instance that sent a status text."""
+    """The status table, then one line per instance that is fatal, in backoff or waiting for
+    READY=1, and why, and one per notify instance that sent a status text."""
     lines = [_table(_status_rows(items))]
     lines += [f"{item['name']}: {item['reason']}" for item in items if item.get("reason")]
     lines += [
@@ -206,8 +206,8 @@ def status(config_file: str | None, as_json: bool, service: str | None) -> None:
     """Show the state of every instance (of SVC).
 
     Columns: NAME STATE PID UPTIME RESTARTS LAST-EXIT HEALTH CPU MEM ('-': not known or
-    not applicable). Instances that are fatal or in backoff are listed below with the reason,
-    and the last STATUS= text of notify services.
+    not applicable). Instances that are fatal, in backoff or waiting for READY=1 are listed
+    below with the reason, and the last STATUS= text of notify services.
     """
     _show(config_file, "/status", {"service": service}, as_json, format_status)
 

@@ -293,7 +293,10 @@ class InstanceStatus(_Reply):
     )
     cpu_percent: float | None = Field(description="CPU use of its process group, in percent.")
     rss: int | None = Field(description="Resident memory of its process group, in bytes.")
-    reason: str = Field(default="", description="Why it is fatal or in backoff, else ''.")
+    reason: str = Field(
+        default="",
+        description="Why it is fatal, in backoff, or still starting (notify), else ''.",
+    )
     status_text: str | None = Field(
         default=None,
         description="A notify service's last STATUS= text while its process runs, else null.",

@@ -455,6 +455,7 @@ class Instance(metaclass=NoPublicConstructor):
         self.notify_status = self._ready_at = None
         if spec.notify:
             self._notified = _Notified(time.monotonic() + spec.start_timeout)
+            self.reason = "waiting for READY=1"  # still starting: shown by status
             self._hub.watch(proc.pid, self._on_notify, since=spawning)
             self._event("start", f"started, pid {proc.pid}; waiting for READY=1", {"pid": proc.pid})
             watchers.append(self._notify_loop(proc))
