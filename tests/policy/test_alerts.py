@@ -28,7 +28,6 @@ from procvisor.policy.alerts import (
     Severity,
     SlidingWindow,
     StatusReport,
-    ThrottlePlan,
     WatchAction,
     WatchLimits,
     WatchState,
@@ -46,10 +45,10 @@ from procvisor.policy.alerts import (
     parse_severity,
     parse_watch,
     parse_watch_action,
-    plan_throttle,
     silence,
     trend,
 )
+from procvisor.policy.throttle import ThrottlePlan, plan_throttle
 from procvisor.policy.units import parse_size
 
 MiB = 1024**2

@@ -54,8 +54,8 @@ from procvisor.policy.alerts import (
     WatchState,
     check_watch,
     instance_status,
-    plan_throttle,
 )
+from procvisor.policy.throttle import plan_throttle
 from procvisor.policy.units import format_duration
 from procvisor.process import format_limit
 from procvisor.store import StoreError
