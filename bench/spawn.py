@@ -19,7 +19,8 @@ limits  what one limit costs per spawn, Limits(open_files=1024) unless named:
           procvisor.run, Limits(processes=64) by a pids cgroup (where one can be made), and
             as root without one (sampled every 0.1 s)
           procvisor.run, Limits(memory="512M") by a memory cgroup, Limits(cpus=1) by a cpu
-            cgroup, and all three cgroups at once
+            cgroup, and all three cgroups at once; Limits(cpus=1) without a cgroup (a
+            SIGSTOP/SIGCONT duty cycle)
           reference: subprocess.run(preexec_fn=lambda: None) (a full fork), and
           os.posix_spawn + prlimit(2) on the new pid (racy: the child may run unlimited)
 """
@@ -293,6 +294,11 @@ LIMIT = [
     ),
     ("limits cpu cgroup", "`procvisor.run`, `Limits(cpus=1)`: a cpu cgroup", "procvisor.run"),
     (
+        "limits cpus sampled",
+        "`procvisor.run`, `Limits(cpus=1)` without a cgroup: a duty cycle",
+        "procvisor.run",
+    ),
+    (
         "limits 3 cgroups",
         "`procvisor.run`, `Limits(processes=64, memory='512M', cpus=1)`: three cgroups",
         "procvisor.run",
@@ -350,6 +356,9 @@ def _variants(n: int) -> dict[str, Callable[[], Sample]]:
         ("limits 3 cgroups", CGROUPS),
     ):
         variants[key] = _sequential(functools.partial(procvisor.run, ["true"], limits=limits), n)
+    variants["limits cpus sampled"] = _without_cgroups(
+        _sequential(lambda: procvisor.run(["true"], limits=CPUS), n)
+    )
     variants["subprocess.run preexec_fn"] = _sequential(
         lambda: subprocess.run(["true"], check=False, preexec_fn=lambda: None), n
     )

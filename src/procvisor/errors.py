@@ -98,8 +98,7 @@ class SpawnError(ProcessError):
     Attributes:
         reason: a stable token for programs: ``not_found``, ``permission_denied``,
             ``exec_format``, ``bad_cwd``, ``bad_user``, ``bad_group``,
-            ``resource_exhausted``, ``limit_unavailable`` (a limit that no mechanism here
-            can enforce) or ``os_error``.
+            ``resource_exhausted`` or ``os_error``.
         errno: the OS error number behind it, when there is one.
     """
 

@@ -10,9 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 import procvisor
+from helpers import await_for
 from procvisor import LimitExceeded, Limits
-from procvisor.process import _cgroup, _spawn
+from procvisor.process import _cgroup, _spawn, group_cpu
 from procvisor.process._api import raise_for_outcome
+from procvisor.process._throttle import PERIOD as THROTTLE_PERIOD
 
 PY = sys.executable
 
@@ -160,12 +162,32 @@ def test_cpus_limit_is_a_cpu_quota_for_the_tree() -> None:
     assert r.usage is not None and r.usage.cpu < 0.6, r.usage
 
 
-def test_without_a_cgroup_a_cpus_limit_refuses_to_start(no_cgroups, tmp_path) -> None:
-    marker = tmp_path / "ran"
-    with pytest.raises(procvisor.SpawnError) as info:
-        procvisor.run(["touch", str(marker)], limits=Limits(cpus=1))
-    assert info.value.reason == "limit_unavailable" and "limits.cpus" in str(info.value)
-    assert not marker.exists()
+def test_without_a_cgroup_a_cpus_limit_is_a_duty_cycle(no_cgroups) -> None:
+    # Two seconds of wall time spinning: about 0.5 s of CPU at 0.25 CPUs, 2 s unlimited.
+    code = "import time\nend = time.monotonic() + 2\nwhile time.monotonic() < end: pass\n"
+    r = procvisor.run([PY, "-c", code], limits=Limits(cpus=0.25), timeout=30)
+    assert r.returncode == 0 and r.limits == {"cpus": "sampled"}, r.stderr
+    assert r.usage is not None and 0.1 < r.usage.cpu < 1.2, r.usage
+
+
+async def test_a_group_stopped_by_its_owner_stays_stopped_under_a_duty_cycle(no_cgroups) -> None:
+    proc = await procvisor.spawn(
+        [PY, "-c", "while True: pass"], limits=Limits(cpus=0.5), capture=False
+    )
+    async with proc:
+        proc.signal("STOP")
+        stopped_at = _cpu_seconds(proc.pid)
+        # Several duty cycles later it has not run: the throttle did not continue it.
+        await asyncio.sleep(3 * THROTTLE_PERIOD)  # the duration under test, not a wait
+        assert _cpu_seconds(proc.pid) - stopped_at < 0.05
+        proc.signal("CONT")
+        await await_for(lambda: _cpu_seconds(proc.pid) - stopped_at > 0.05, timeout=10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    used = group_cpu(pid)
+    assert used is not None
+    return used
 
 
 @needs_pids_cgroup

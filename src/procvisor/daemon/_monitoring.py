@@ -612,17 +612,12 @@ def _row(
 
 def _group_cpu(pgid: int) -> float:
     """CPU seconds used so far by the live members of process group ``pgid``."""
-    from procvisor.process import group_members  # noqa: PLC0415
+    from procvisor.process import group_cpu  # noqa: PLC0415
 
-    members = group_members(pgid)
-    if not members:
+    used = group_cpu(pgid)
+    if used is None:
         raise ProcessLookupError(pgid)
-    total = 0.0
-    for pid in members:
-        with contextlib.suppress(psutil.Error):
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-    return total
+    return used
 
 
 def _thread_state(pid: int, tid: int) -> str:

@@ -10,7 +10,13 @@ from procvisor.process._api import DEFAULT_MAX_OUTPUT, Metrics, Process, arun, r
 from procvisor.process._child import Child, start_child
 from procvisor.process._exitwatch import ExitStatus
 from procvisor.process._exitwatch import mechanism as exit_watch_mechanism
-from procvisor.process._group import group_members, group_pids, start_ticks, stop_group
+from procvisor.process._group import (
+    group_cpu,
+    group_members,
+    group_pids,
+    start_ticks,
+    stop_group,
+)
 from procvisor.process._limits import Limits, format_limit
 from procvisor.process._output import (
     OutputLine,
@@ -47,6 +53,7 @@ __all__ = [
     "cmd",
     "exit_watch_mechanism",
     "format_limit",
+    "group_cpu",
     "group_members",
     "group_pids",
     "parse_signal",

@@ -38,6 +38,7 @@ from procvisor.process._limits import SAMPLE_INTERVAL
 from procvisor.process._output import LineQueue, OutputSink, TailBuffer
 from procvisor.process._result import Result
 from procvisor.process._spawn import PreparedCommand, spawn
+from procvisor.process._throttle import CpuThrottle
 
 InputLike = bytes | str | IO[bytes] | IO[str] | os.PathLike[str] | Literal["inherit"] | None
 
@@ -73,6 +74,7 @@ class Execution:
         "_pending_input",
         "_spawned",
         "_start_ticks",
+        "_throttle",
         "_timed",
         "_timeout_at",
         "_wall_at",
@@ -143,10 +145,15 @@ class Execution:
             self._max_procs = limits.sampled_processes(as_root=self.commands[0].as_root)
             if self._max_procs is not None:
                 self._next_sample = self.started
+        cpus = limits.sampled_cpus() if limits is not None else None
         # Without a timeout, wall_time or sampled limit, the only timer is the group check.
         self._timed = (
-            timeout is not None or self._wall_at is not None or self._max_procs is not None
+            timeout is not None
+            or self._wall_at is not None
+            or self._max_procs is not None
+            or cpus is not None
         )
+        self._throttle: CpuThrottle | None = None
         self._group_check_at: float | None = None
         self._group_poll = 0.001
         self._group_empty = False
@@ -161,6 +168,8 @@ class Execution:
         self._cgroup: Cgroup | None = None
         self._oom = (0, 0)  # OOM kills in the memory cgroup, its peak usage
         self._start(input, capture, merge_stderr, max_output, lines, lines_stderr, sinks)
+        if cpus is not None:
+            self._throttle = CpuThrottle(self.pgid, cpus, time.monotonic())
 
     # -- starting -------------------------------------------------------------------------
 
@@ -254,13 +263,6 @@ class Execution:
         command = self.commands[0]
         if command.limits is None:
             return ()
-        if command.mechanisms.get("cpus") == "unavailable":
-            raise SpawnError(
-                "cannot enforce limits.cpus here: it needs a writable cgroup v1 cpu hierarchy, "
-                "and this machine has none; remove the limit or run where cgroups are writable",
-                reason="limit_unavailable",
-                command=command.args,
-            )
         try:
             self._cgroup = command.limits.cgroup()
             if self._cgroup is None:
@@ -447,6 +449,8 @@ class Execution:
         """Send ``sig`` to the whole group (no-op once it is empty)."""
         if not self.done:
             signal_group(self.pgid, sig)
+            if self._throttle is not None and sig in (signal.SIGSTOP, signal.SIGCONT):
+                self._throttle.pause(sig == signal.SIGSTOP, time.monotonic())
 
     # -- the state machine ----------------------------------------------------------------
 
@@ -460,6 +464,9 @@ class Execution:
             return None
         if self.stopping is None and self._timed:
             self._check_deadlines(now)
+            throttle = self._throttle
+            if throttle is not None and self.stopping is None and now >= throttle.next_at:
+                throttle.step(now)
         if self._kill_at is not None and not self._killed and now >= self._kill_at:
             self._killed = True
             signal_group(self.pgid, signal.SIGKILL)
@@ -479,6 +486,7 @@ class Execution:
                 self._timeout_at,
                 self._wall_at,
                 self._next_sample,
+                None if self._throttle is None else self._throttle.next_at,
             )
         else:
             times = (self._group_check_at, None if self._killed else self._kill_at)

@@ -66,6 +66,25 @@ def group_pids() -> dict[int, list[int]]:
 
 
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+_TICK = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu(pgid: int) -> float | None:
+    """User + system CPU seconds so far of the live members of group ``pgid`` (all their
+    threads), from ``/proc``; None when it has none."""
+    members = group_members(pgid)
+    if not members:
+        return None
+    ticks = 0
+    for pid in members:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone since
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks * _TICK
 
 
 def boot_ticks() -> int:

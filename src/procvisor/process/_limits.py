@@ -19,8 +19,8 @@ Mechanisms, reported per limit in ``Result.limits`` / ``Process.limits``:
     group when it is over (``processes`` when the child runs as root, whom the kernel exempts
     from ``RLIMIT_NPROC``, and no cgroup can be made).
 
-``cpus`` has no mechanism without a cgroup: a run that asks for it there fails to start
-(``SpawnError``, reason ``limit_unavailable``) rather than run unlimited.
+Without a cpu cgroup, ``cpus`` is ``sampled`` too: the parent holds the group to it with a
+SIGSTOP/SIGCONT duty cycle (:mod:`procvisor.process._throttle`).
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class Limits:
             (sampled).
         core: core file size, bytes (``0`` disables core dumps).
         cpus: CPUs' worth of time the whole tree may use, e.g. ``0.5`` or ``2`` (a CPU
-            cgroup's quota; a run fails to start where none can be made).
+            cgroup's quota; where none can be made, a SIGSTOP/SIGCONT duty cycle of the
+            group).
 
     Raises:
         ValueError: a value is not of an accepted form; the message names the field.
@@ -158,12 +159,16 @@ class Limits:
         if self.processes is not None and "processes" not in out and as_root:
             out["processes"] = "sampled"
         if self.cpus is not None and "cpus" not in out:
-            out["cpus"] = "unavailable"
+            out["cpus"] = "sampled"
         return out
 
     def sampled_processes(self, *, as_root: bool) -> int | None:
         """The process count to enforce by sampling, if any."""
         return self.processes if as_root and not _cgroup.available("pids") else None
+
+    def sampled_cpus(self) -> float | None:
+        """The CPUs to hold the group to by a duty cycle, if any (no cpu cgroup here)."""
+        return self.cpus if not _cgroup.available("cpu") else None
 
     def _cgroup_limits(self) -> dict[str, float]:
         wanted = {"processes": "pids", "memory": "memory", "cpus": "cpu"}
