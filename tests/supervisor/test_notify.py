@@ -47,10 +47,12 @@ async def test_an_instance_is_starting_until_it_sends_ready(make, service, tmp_p
     assert row["state"] == "starting" and row["uptime"] is None
     assert row["reason"] == "waiting for READY=1"
     assert not starting.done()  # start waits for readiness, as `systemctl start` does
+    await asyncio.sleep(1.0)  # time spent starting, which uptime must not count
     go.touch()
     await asyncio.wait_for(starting, 10)
     row = by_name(sup)["api:0"]
     assert row["state"] == "running" and row["status_text"] == "serving"
+    assert row["uptime"] < 1.0  # counted from READY=1, not from the spawn
     assert row["reason"] == ""
     assert ("ready", "ready (READY=1)") in events(sup, "api")
 

@@ -200,8 +200,10 @@ class Instance(metaclass=NoPublicConstructor):
     def status(self) -> dict[str, Any]:
         """What ``procvisor status`` shows (CPU and memory are filled in by the supervisor)."""
         uptime = None
-        if self.started_at is not None and self.state in (State.RUNNING, State.STOPPING):
-            uptime = time.monotonic() - self.started_at
+        # A notify instance is up from READY=1, as its restart policy counts it.
+        since = self._ready_at if self.spec.notify else self.started_at
+        if since is not None and self.state in (State.RUNNING, State.STOPPING):
+            uptime = time.monotonic() - since
         health = None  # a verdict on a process: none while no process runs
         if self.spec.health is not None and uptime is not None:
             health = self.health.health.value if self.health is not None else "unknown"
