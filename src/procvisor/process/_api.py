@@ -340,7 +340,7 @@ class Process(metaclass=NoPublicConstructor):
 
     @property
     def limits(self) -> Mapping[str, str]:
-        """Which mechanism enforces each limit: ``{"memory": "rlimit", ...}``."""
+        """Which mechanism enforces each limit: ``{"memory": "cgroup", ...}``."""
         return self._ex.commands[0].mechanisms
 
     @property

@@ -58,7 +58,7 @@ class Result:
     truncated: bool = False
     usage: Usage | None = None
     limits: Mapping[str, str] = field(default_factory=dict)
-    """Which mechanism enforced each limit: ``{"memory": "rlimit", "wall_time": "timer"}``."""
+    """Which mechanism enforced each limit: ``{"memory": "cgroup", "wall_time": "timer"}``."""
 
     @property
     def ok(self) -> bool:
