@@ -6,8 +6,11 @@ import asyncio
 import dataclasses
 import os
 import pickle
+import shlex
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +21,7 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 import procvisor
-from procvisor.cli._config import check_config
+from procvisor.cli._config import check_config, startup
 from procvisor.daemon import config as module
 from procvisor.daemon._jobs import jobs_config
 from procvisor.daemon._specs import service_specs
@@ -781,3 +784,41 @@ def test_monitor_cpu_budget() -> None:
     assert parse_config("[monitor]\ncpu_budget = 0.5").monitor.cpu_budget == 0.5
     assert "monitor.cpu_budget" in only_problem("[monitor]\ncpu_budget = -1")
     assert "monitor.cpu_budget" in only_problem('[monitor]\ncpu_budget = "0.1%"')
+
+
+# ----------------------------------------------------------------------------------- startup
+
+
+def test_startup_prints_a_unit_that_runs_this_procvisor_on_this_config(tmp_path: Path) -> None:
+    # Two levels: web (a 20 s stop and a 5 s pre_stop hook) stops after app (30 s).
+    folder = tmp_path / "50% off"
+    folder.mkdir()
+    file = folder / "procvisor.toml"
+    file.write_text(
+        '[services.web]\ncommand = ["x"]\nstop_timeout = "20s"\n'
+        '[services.web.hooks]\npre_stop = ["true"]\ntimeout = "5s"\n'
+        '[services.app]\ncommand = ["x"]\nstop_timeout = "30s"\ndepends_on = ["web"]\n'
+    )
+    result = CliRunner().invoke(startup, ["-c", str(file), "--user", "svc"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    config = str(file).replace("%", "%%")
+    assert f"ExecStart={sys.executable} -m procvisor up -c '{config}'" in lines
+    assert f"WorkingDirectory={str(folder).replace('%', '%%')}" in lines
+    assert "Type=notify" in lines and "User=svc" in lines and "KillMode=mixed" in lines
+    assert "TimeoutStopSec=65" in lines  # 30 + (20 + 5) + 10 to spare
+    # The printed command, as systemd reads it, runs this procvisor on the same config.
+    [exec_start] = [line.split("=", 1)[1] for line in lines if line.startswith("ExecStart=")]
+    words = shlex.split(exec_start.replace("%%", "%"))
+    words[words.index("up")] = "check-config"
+    check = subprocess.run(words, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith(f"{file}: OK (2 services")
+
+
+def test_startup_refuses_a_bad_config(tmp_path: Path) -> None:
+    file = tmp_path / "procvisor.toml"
+    file.write_text('[services.web]\ncommand = ["x"]\nintances = 2\n')
+    result = CliRunner().invoke(startup, ["-c", str(file)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "intances: unknown key" in result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from procvisor.cli._config import check_config
+from procvisor.cli._config import check_config, startup
 from procvisor.cli._control import CONTROL_COMMANDS
 from procvisor.cli._jobs import JOB_COMMANDS, schedules_group
 from procvisor.cli._monitor import MONITOR_COMMANDS, alerts_group
@@ -20,6 +20,7 @@ def main() -> None:
 
 main.add_command(run_command)
 main.add_command(check_config)
+main.add_command(startup)
 for _command in CONTROL_COMMANDS:
     main.add_command(_command)
 main.add_command(up_command)

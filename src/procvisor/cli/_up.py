@@ -12,19 +12,14 @@ from pathlib import Path
 
 import click
 
+from procvisor.cli._config import config_file_option
 from procvisor.cli._run import OneLineCommand
 
 __all__ = ["up_command"]
 
 
 @click.command("up", cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-c",
-    "--config",
-    "config_file",
-    metavar="FILE",
-    help="Config file (default: $PROCVISOR_CONFIG, else ./procvisor.toml).",
-)
+@config_file_option
 @click.option(
     "-d",
     "--detach",
