@@ -179,6 +179,7 @@ def test_empty_command_is_a_usage_error() -> None:
         (["--open-files", "2"], "--open-files", "3 or more"),
         (["--processes", "many"], "--processes", "whole number"),
         (["--cpus", "all"], "--cpus", "a number like 0.5 or 2"),
+        (["--nice", "25"], "--nice", "19 or less"),
         (["--stop-signal", "FOO"], "--stop-signal", "a name like 'TERM' or 'INT'"),
         (["--env", "NOEQUALS"], "--env", "KEY=VALUE"),
         (["--env", "=value"], "--env", "KEY=VALUE"),

@@ -175,7 +175,8 @@ def test_durations_become_seconds_and_sizes_bytes() -> None:
     config = service(
         'backoff = { initial = "100ms", max = "1m", multiplier = 3, jitter = 0 }\n'
         'logs = { max_size = "1.5M", backups = 2 }\n'
-        'limits = { memory = "1G", cpu_time = "90s", open_files = 64, core = 0, cpus = 1.5 }\n'
+        'limits = { memory = "1G", cpu_time = "90s", open_files = 64, core = 0, cpus = 1.5, '
+        "nice = 5 }\n"
         "[services.web.health]\n"
         'type = "tcp"\nport = 8000\ninterval = "2s"\ntimeout = "500ms"\nstart_period = "1m"\n'
         '[services.web.hooks]\npost_stop = ["true"]\ntimeout = "5s"\n'
@@ -184,7 +185,9 @@ def test_durations_become_seconds_and_sizes_bytes() -> None:
     assert (web.backoff.initial, web.backoff.max, web.backoff.multiplier) == (0.1, 60.0, 3.0)
     assert web.backoff.jitter == 0.0
     assert (web.logs.max_size, web.logs.backups) == (int(1.5 * 1024**2), 2)
-    assert web.limits == procvisor.Limits(memory="1G", cpu_time=90, open_files=64, core=0, cpus=1.5)
+    assert web.limits == procvisor.Limits(
+        memory="1G", cpu_time=90, open_files=64, core=0, cpus=1.5, nice=5
+    )
     assert isinstance(web.health, TcpProbe)
     assert (web.health.host, web.health.port) == ("127.0.0.1", 8000)
     assert (web.health.interval, web.health.timeout, web.health.start_period) == (2.0, 0.5, 60.0)

@@ -12,7 +12,7 @@ import pytest
 import procvisor
 from helpers import await_for
 from procvisor import LimitExceeded, Limits
-from procvisor.process import _cgroup, _spawn, group_cpu
+from procvisor.process import _cgroup, _exec, _spawn, group_cpu
 from procvisor.process._api import raise_for_outcome
 from procvisor.process._throttle import PERIOD as THROTTLE_PERIOD
 
@@ -42,6 +42,9 @@ def test_sizes_and_durations_accept_strings_and_numbers() -> None:
         ({"cpus": 0}, "limits.cpus: 0 must be 0.01 or more"),
         ({"cpus": "nan"}, "limits.cpus"),
         ({"cpus": True}, "limits.cpus"),
+        ({"nice": 20}, "limits.nice: 20 must be 19 or less"),
+        ({"nice": -21}, "limits.nice: -21 must be -20 or more"),
+        ({"nice": "low"}, "limits.nice: 'low' is not a whole number"),
     ],
 )
 def test_bad_limit_values_name_the_field_and_the_forms(kwargs, field) -> None:
@@ -300,3 +303,20 @@ async def test_oom_kills_yields_nothing_without_a_memory_cgroup(no_cgroups) -> N
     proc = await procvisor.spawn(["sleep", "600"], limits=Limits(memory="64M"))
     async with proc:
         assert [kill async for kill in proc.oom_kills()] == []
+
+
+def test_nice_is_the_niceness_of_the_group_and_of_what_it_starts_later() -> None:
+    r = procvisor.run(["sh", "-c", "nice; sh -c nice"], limits=Limits(nice=7))
+    assert r.stdout == b"7\n7\n" and r.limits == {"nice": "setpriority"}
+    assert procvisor.run(["nice"], limits=Limits(nice=-3)).stdout == b"-3\n"  # as root
+
+
+def test_a_nice_that_cannot_be_set_stops_the_group_and_says_why(monkeypatch) -> None:
+    def refuse(which: int, who: int, value: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(_exec.os, "setpriority", refuse)
+    with pytest.raises(procvisor.SpawnError) as info:
+        procvisor.run(["sleep", "30"], limits=Limits(nice=-10))
+    assert info.value.reason == "permission_denied"
+    assert "cannot set limits.nice to -10: raising a priority needs root" in str(info.value)

@@ -489,6 +489,12 @@ Examples:
     help="CPUs' worth of time the command's tree may use, e.g. 0.5, 2 (a cpu cgroup).",
 )
 @click.option(
+    "--nice",
+    type=_LimitValue("nice", "niceness"),
+    metavar="N",
+    help="CPU priority of the command's group, -20 (highest; needs root) to 19 (lowest).",
+)
+@click.option(
     "--cwd",
     type=click.Path(exists=True, file_okay=False, dir_okay=True),
     metavar="DIR",
@@ -552,6 +558,7 @@ def run_command(
     open_files: int | None,
     processes: int | None,
     cpus: float | None,
+    nice: int | None,
     cwd: str | None,
     env: tuple[tuple[str, str], ...],
     env_files: tuple[tuple[tuple[str, str], ...], ...],
@@ -575,7 +582,7 @@ def run_command(
             ctx=ctx,
         )
     limits = None
-    values = (memory, cpu_time, wall_time, open_files, processes, cpus)
+    values = (memory, cpu_time, wall_time, open_files, processes, cpus, nice)
     if any(v is not None for v in values):
         limits = procvisor.Limits(
             memory=memory,
@@ -584,6 +591,7 @@ def run_command(
             open_files=open_files,
             processes=processes,
             cpus=cpus,
+            nice=nice,
         )
     request = RunRequest(
         command=command,

@@ -364,7 +364,16 @@ def _env(value: Any) -> dict[str, str]:
     return out
 
 
-_LIMIT_KEYS = ("memory", "cpu_time", "wall_time", "open_files", "processes", "core", "cpus")
+_LIMIT_KEYS = (
+    "memory",
+    "cpu_time",
+    "wall_time",
+    "open_files",
+    "processes",
+    "core",
+    "cpus",
+    "nice",
+)
 _LIMIT_ERROR_RE = re.compile(r"^limits\.(\w+): (.*)$", re.DOTALL)
 
 
@@ -1066,6 +1075,7 @@ class Service(_Section):
                     "processes": _INT_OR_STRING,
                     "core": _NUMBER_OR_STRING,
                     "cpus": _NUMBER_OR_STRING,
+                    "nice": _INT_OR_STRING,
                 },
                 "additionalProperties": False,
             }
@@ -1075,7 +1085,7 @@ class Service(_Section):
         description=(
             "Resource limits per instance, as procvisor.Limits: memory (size), cpu_time "
             "(duration), wall_time (duration), open_files, processes, core (size), cpus "
-            "(number). Default: none."
+            "(number), nice (-20 to 19). Default: none."
         ),
     )
     on_oom: Literal["restart", "none"] = Field(

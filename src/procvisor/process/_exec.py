@@ -247,6 +247,7 @@ class Execution:
                 if next_stdin is not None:
                     to_close.append(next_stdin)
                     stdin = next_stdin
+            self._set_nice()
             while to_close:
                 os.close(to_close.pop())
         except BaseException:
@@ -257,6 +258,30 @@ class Execution:
                     os.close(to_close.pop())
             self._abort()
             raise
+
+    def _set_nice(self) -> None:
+        """Give the group its ``nice`` limit: every process in it now, and so all they start.
+
+        Raises:
+            SpawnError: a niceness below this process's needs a privilege it lacks.
+        """
+        command = self.commands[0]
+        nice = command.limits.nice if command.limits is not None else None
+        if nice is None:
+            return
+        try:
+            os.setpriority(os.PRIO_PGRP, self.pgid, nice)
+        except ProcessLookupError:
+            pass  # already gone: nothing left to run at any priority
+        except PermissionError as exc:
+            raise SpawnError(
+                f"cannot set limits.nice to {nice}: raising a priority needs root "
+                "(CAP_SYS_NICE); use a niceness of "
+                f"{os.getpriority(os.PRIO_PROCESS, 0)} or more",
+                reason="permission_denied",
+                command=command.args,
+                errno=exc.errno,
+            ) from None
 
     def _make_cgroup(self) -> tuple[str, ...]:
         """The cgroup of the limits a cgroup enforces, where one can be made; its procs files."""

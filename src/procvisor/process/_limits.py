@@ -14,6 +14,9 @@ Mechanisms, reported per limit in ``Result.limits`` / ``Process.limits``:
     :mod:`procvisor.process._cgroup`), for the command's whole tree: ``pids.max``
     (``processes``; a fork beyond it fails), ``memory.limit_in_bytes`` (``memory``; the OOM
     killer ends the largest process beyond it) and a CFS quota (``cpus``; the tree waits).
+``setpriority``
+    the parent sets the group's niceness (``nice``) right after it starts, with
+    ``setpriority(PRIO_PGRP)``: every process in the group then, and all they start later.
 ``sampled``
     the parent counts the group's processes every ``SAMPLE_INTERVAL`` seconds and stops the
     group when it is over (``processes`` when the child runs as root, whom the kernel exempts
@@ -87,6 +90,8 @@ class Limits:
             else processes of the user (``RLIMIT_NPROC``) or, for root, in the group
             (sampled).
         core: core file size, bytes (``0`` disables core dumps).
+        nice: the group's CPU priority, from -20 (highest; raising it needs root) to 19
+            (lowest), as ``nice(1)`` and systemd's ``Nice=``.
         cpus: CPUs' worth of time the whole tree may use, e.g. ``0.5`` or ``2`` (a CPU
             cgroup's quota; where none can be made, a SIGSTOP/SIGCONT duty cycle of the
             group).
@@ -102,6 +107,7 @@ class Limits:
     processes: int | None
     core: int | None
     cpus: float | None
+    nice: int | None
 
     def __init__(
         self,
@@ -112,6 +118,7 @@ class Limits:
         processes: int | str | None = None,
         core: int | str | None = None,
         cpus: float | str | None = None,
+        nice: int | str | None = None,
     ) -> None:
         def positive_duration(value: float | str | None, field: str) -> float | None:
             if value is None:
@@ -133,6 +140,10 @@ class Limits:
             self, "core", None if core is None else parse_size(core, field="limits.core")
         )
         object.__setattr__(self, "cpus", _cpus(cpus))
+        niceness = _count(nice, "nice", -20)
+        if niceness is not None and niceness > 19:
+            raise ValueError(f"limits.nice: {nice!r} must be 19 or less (-20 to 19)")
+        object.__setattr__(self, "nice", niceness)
 
     def rlimits(self, *, as_root: bool) -> dict[str, tuple[int, int]]:
         """The kernel limits to set, as ``{name: (soft, hard)}`` keyed by limit field."""
@@ -155,6 +166,8 @@ class Limits:
         out = dict.fromkeys(self.rlimits(as_root=as_root), "rlimit")
         if self.wall_time is not None:
             out["wall_time"] = "timer"
+        if self.nice is not None:
+            out["nice"] = "setpriority"
         out.update(dict.fromkeys(self._cgroup_limits(), "cgroup"))
         if self.processes is not None and "processes" not in out and as_root:
             out["processes"] = "sampled"
