@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -286,10 +287,18 @@ def test_orphans_of_services_are_reaped_by_the_daemon(workdir, daemons) -> None:
     daemon = psutil.Process(d.pid)
 
     def adopted() -> list[psutil.Process]:
-        return [k for k in daemon.children() if k.cmdline() == ["sleep", "4"]]
+        found = []
+        for kid in daemon.children():
+            # A child that exited a moment ago is a zombie until reaped: no cmdline then.
+            with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):
+                if kid.cmdline() == ["sleep", "4"]:
+                    found.append(kid)
+        return found
 
     orphan = wait_for(adopted, timeout=10)[0]
-    wait_for(lambda: not pid_alive(orphan.pid) and not adopted(), timeout=10)
+    # Reaped: gone from the daemon's children, where a zombie would still be listed.
+    wait_for(lambda: orphan.pid not in {k.pid for k in daemon.children()}, timeout=10)
+    assert not pid_alive(orphan.pid)
     assert not any(k.status() == psutil.STATUS_ZOMBIE for k in daemon.children())
 
 
