@@ -320,3 +320,17 @@ def test_a_nice_that_cannot_be_set_stops_the_group_and_says_why(monkeypatch) -> 
         procvisor.run(["sleep", "30"], limits=Limits(nice=-10))
     assert info.value.reason == "permission_denied"
     assert "cannot set limits.nice to -10: raising a priority needs root" in str(info.value)
+
+
+@needs_pids_cgroup
+def test_a_process_removes_its_directory_of_leaves_when_it_exits() -> None:
+    code = (
+        "import os, procvisor\n"
+        "procvisor.run(['true'], limits=procvisor.Limits(processes=8))\n"
+        "print(os.getpid())\n"
+    )
+    base = _cgroup._base("pids")  # looked up (and swept) before: no sweep can hide it now
+    assert base is not None
+    r = procvisor.run([PY, "-c", code], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not (base.parent / r.stdout.decode().strip()).exists()

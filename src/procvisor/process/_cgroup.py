@@ -25,12 +25,13 @@ test it on. Layout, in each hierarchy: ``<hierarchy>/<our cgroup>/procvisor/<our
 The child moves itself into its leaves before it execs the command (a ``/bin/sh`` trampoline
 writes ``$$`` to each ``cgroup.procs``), so nothing runs outside the limits. A leaf is
 removed once its group has ended (or, if a process that left the group still runs in it, at
-a later removal); leaves of processes that died without removing theirs are swept when
-another process starts using that hierarchy.
+a later removal), and our directory of leaves when we exit; what a process that was killed
+left behind is swept when another process starts using that hierarchy.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
@@ -85,7 +86,21 @@ def _base(controller: str) -> Path | None:
                 pass  # read-only, or not ours to write: the other mechanisms apply
             else:
                 _roots[controller] = base
+                atexit.register(_remove_base, base, os.getpid())
     return _roots[controller]
+
+
+def _remove_base(base: Path, owner: int) -> None:
+    """At exit: remove our directory of leaves, if nothing of ours still runs in one (else
+    the next process to use the hierarchy sweeps it once it is empty). Not in a forked
+    child that exits normally: the directory is its parent's."""
+    if os.getpid() != owner:
+        return
+    for leaf in [p for p in _unremoved if p.parent == base]:
+        with contextlib.suppress(OSError):
+            leaf.rmdir()
+    with contextlib.suppress(OSError):
+        base.rmdir()
 
 
 def _sweep(parent: Path) -> None:
