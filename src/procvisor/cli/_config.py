@@ -14,9 +14,11 @@ Only config problems are reported that way: anything else is a bug and surfaces 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,19 +44,28 @@ config_file_option = click.option(
 """``-c/--config FILE``, for the commands that read the config file themselves."""
 
 
-def _load(ctx: click.Context, config_file: str | None) -> tuple[Path, Config]:
-    """The config file found as the daemon finds it, and its config; every problem in it
-    printed on stderr and exit status 2 otherwise."""
+@contextlib.contextmanager
+def _reported(ctx: click.Context) -> Iterator[None]:
+    """Turn a config error into every problem on stderr and exit status 2."""
     # Imported here: pydantic and the models cost ~100 ms, which no other command should pay.
-    from procvisor.daemon.config import ConfigError, find_config, load_config  # noqa: PLC0415
+    from procvisor.daemon.config import ConfigError  # noqa: PLC0415
 
     try:
-        path = find_config(config_file)
-        return path, load_config(path)
+        yield
     except ConfigError as exc:
         for line in exc.lines():
             click.echo(f"procvisor: {line}", err=True)
         ctx.exit(EXIT_INVALID)
+
+
+def _load(ctx: click.Context, config_file: str | None) -> tuple[Path, Config]:
+    """The config file found as the daemon finds it, and its config (or exit 2)."""
+    from procvisor.daemon.config import find_config, load_config  # noqa: PLC0415
+
+    with _reported(ctx):
+        path = find_config(config_file)
+        return path, load_config(path)
+    raise AssertionError("unreachable: _reported exits")
 
 
 @click.command(
@@ -101,17 +112,12 @@ def startup(ctx: click.Context, config_file: str | None, user: str | None) -> No
     room for every service's stop_timeout, dependents first.
     """
     from procvisor.daemon._specs import service_specs  # noqa: PLC0415
-    from procvisor.daemon.config import ConfigError  # noqa: PLC0415
     from procvisor.supervisor._supervisor import start_levels  # noqa: PLC0415
 
     path, config = _load(ctx, config_file)
     path = path.resolve()
-    try:
+    with _reported(ctx):  # an env file that cannot be read
         specs = {spec.name: spec for spec in service_specs(config, str(path))}
-    except ConfigError as exc:  # an env file that cannot be read
-        for line in exc.lines():
-            click.echo(f"procvisor: {line}", err=True)
-        ctx.exit(EXIT_INVALID)
     # `down` stops one dependency level at a time; each level takes its slowest service.
     stop = sum(
         max(

@@ -454,7 +454,7 @@ class Instance(metaclass=NoPublicConstructor):
         self.started_wall = time.time()
         self._on_spawn(self)
         watchers = []
-        self.notify_status = self._ready_at = None
+        self._ready_at = None  # notify_status was cleared when the last run ended
         if spec.notify:
             self._notified = _Notified(time.monotonic() + spec.start_timeout)
             self.reason = "waiting for READY=1"  # still starting: shown by status
@@ -606,18 +606,9 @@ class Instance(metaclass=NoPublicConstructor):
 
     def _exit_reason(self, code: int | None, signal: str | None, why: str) -> str:
         """The EXIT_REASONS word for how a run ended (``why``: the runner's own words)."""
-        if why.startswith("unhealthy"):
-            return "unhealthy"
-        if why.startswith("cannot start"):
-            return "spawn_error"
-        if why.startswith("pre_start"):
-            return "hook_failed"
-        if why.startswith("out of memory"):
-            return "oom"
-        if why.startswith("not ready"):
-            return "start_timeout"
-        if why.startswith("watchdog"):
-            return "watchdog"
+        for prefix, reason in _WHY_REASONS:
+            if why.startswith(prefix):
+                return reason
         if signal is not None:
             return "signal"
         return "success" if code in self.spec.restart.success_exit_codes else "failure"
@@ -754,6 +745,17 @@ class _Notified:
         except TimeoutError:
             return False
         return True
+
+
+_WHY_REASONS = (
+    ("unhealthy", "unhealthy"),
+    ("cannot start", "spawn_error"),
+    ("pre_start", "hook_failed"),
+    ("out of memory", "oom"),
+    ("not ready", "start_timeout"),
+    ("watchdog", "watchdog"),
+)
+"""How the runner's own words for an end (``why``) begin, and the EXIT_REASONS word of each."""
 
 
 def _describe(result: Result) -> str:

@@ -113,10 +113,11 @@ class NotifyHub:
                     pid = _CREDS.unpack(payload[: _CREDS.size])[0]
             if pid is None:
                 continue
-            pgid = None
-            with contextlib.suppress(OSError):
-                pgid = os.getpgid(pid)
-            handler = self._handlers.get(pid) or self._handlers.get(pgid or -1)
+            handler, pgid = self._handlers.get(pid), None
+            if handler is None:  # another process of an instance's group, or no instance's
+                with contextlib.suppress(OSError):
+                    pgid = os.getpgid(pid)
+                handler = self._handlers.get(pgid or -1)
             if handler is None:
                 log.debug("notify message from pid %s, which is no instance's (yet)", pid)
                 self._unplaced.append((time.monotonic(), pid, pgid, parse_notify(data)))
